@@ -1,0 +1,33 @@
+"""gradadvisor: find vanishing and exploding gradients in Keras models, and fix them.
+
+The public API is what ``__all__`` lists.  Names are resolved lazily so that
+``import gradadvisor`` (and the command line's ``--help``) stays fast and does
+not import TensorFlow.
+"""
+
+from ._version import __version__
+
+__all__ = [
+    "__version__",
+    "run_probe",
+    "ProbeResult",
+]
+
+_LAZY = {
+    "run_probe": ("probe", "run_probe"),
+    "ProbeResult": ("probe", "ProbeResult"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module_name, attribute = _LAZY[name]
+        module = importlib.import_module(f".{module_name}", __name__)
+        return getattr(module, attribute)
+    raise AttributeError(f"module 'gradadvisor' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
