@@ -91,8 +91,9 @@ def build_example(name: str, seed: int = 0):
         ``(model, x, y)``: a compiled ``keras.Model`` and NumPy arrays.
     """
     example = get_example(name)
-    import keras
+    from ._tf import import_keras
 
+    _, keras = import_keras()
     keras.utils.set_random_seed(seed)
     builder: Callable = globals()[example.builder]
     return builder(seed)

@@ -63,6 +63,7 @@ class LayerInfo:
         is_output: Whether the layer produces a model output.
         kernel_initializer: The configured kernel initializer's class name.
         recurrent_initializer: The recurrent initializer's class name, for RNNs.
+        bias_initializer: The bias initializer's class name.
         next_is_normalization: Whether a normalization layer follows it.
         output_shape: The output shape without the batch axis.
     """
@@ -76,6 +77,7 @@ class LayerInfo:
     is_output: bool = False
     kernel_initializer: str | None = None
     recurrent_initializer: str | None = None
+    bias_initializer: str | None = None
     next_is_normalization: bool = False
     output_shape: list | None = None
 
@@ -640,6 +642,7 @@ class _Probe:
                 kernel_initializer=_initializer_name(layer, "kernel_initializer") if layer is not None else None,
                 recurrent_initializer=(_initializer_name(layer, "recurrent_initializer")
                                        if layer is not None and _is_recurrent(layer, keras) else None),
+                bias_initializer=_initializer_name(layer, "bias_initializer") if layer is not None else None,
                 output_shape=shape,
             ))
         for before, after in zip(infos, infos[1:]):

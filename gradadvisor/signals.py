@@ -1,0 +1,348 @@
+"""Named signals: the numbers rules are written in.
+
+A signal is a Python function registered by name with a unit, a scope and a
+docstring.  Its scope says what it is measured on:
+
+* ``model``: one value for the whole probe;
+* ``layer``: one value per layer (model-scope signals are visible too);
+* ``timestep``: one value per recurrent layer, from its per-timestep gradients
+  (model- and layer-scope signals of that layer are visible too).
+
+A signal returns ``None`` where it does not apply (a dead-unit fraction for a
+layer without ReLU); a comparison with ``None`` is false.  Signal names are a
+contract between the probe, the rules and the report: stable snake_case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from typing import Callable
+
+import numpy as np
+
+from .probe import ProbeResult
+
+#: Floor for logarithms of gradient norms that are exactly zero.
+_TINY = 1e-30
+#: Layer classes whose gradients do not say anything about depth-wise flow.
+_NORMALIZATION = ("BatchNormalization", "LayerNormalization", "GroupNormalization",
+                  "UnitNormalization", "RMSNormalization")
+
+
+@dataclasses.dataclass(frozen=True)
+class Signal:
+    """A registered signal: its name, scope, unit, documentation and function."""
+
+    name: str
+    scope: str
+    unit: str
+    doc: str
+    function: Callable
+
+
+REGISTRY: dict[str, Signal] = {}
+
+
+def signal(name: str, scope: str, unit: str):
+    """Register ``function`` as the signal ``name`` (decorator)."""
+    if scope not in ("model", "layer", "timestep"):
+        raise ValueError(f"Unknown signal scope {scope!r}")
+
+    def register(function):
+        doc = " ".join((function.__doc__ or "").split())
+        REGISTRY[name] = Signal(name, scope, unit, doc, function)
+        return function
+
+    return register
+
+
+# --------------------------------------------------------------------------
+# Helpers over a probe
+
+def _finite(values) -> np.ndarray:
+    values = np.asarray(values, dtype="float64")
+    return values[np.isfinite(values)]
+
+
+def _median(values) -> float | None:
+    values = _finite(values)
+    return float(np.median(values)) if values.size else None
+
+
+def flow_layers(probe: ProbeResult) -> list:
+    """Weighted layers whose gradient magnitude speaks for depth-wise flow.
+
+    Normalization layers are left out: their scale and shift parameters get
+    gradients of a different nature from kernels.
+    """
+    return [info for info in probe.weighted_layers() if info.class_name not in _NORMALIZATION]
+
+
+def _reference_layer(probe: ProbeResult):
+    layers = flow_layers(probe)
+    if not layers:
+        return None
+    outputs = [info for info in layers if info.is_output]
+    return outputs[-1] if outputs else layers[-1]
+
+
+def _depths(probe: ProbeResult) -> dict:
+    layers = flow_layers(probe)
+    return {info.name: len(layers) - 1 - position for position, info in enumerate(layers)}
+
+
+def _robust_slope(xs, ys) -> float | None:
+    """Slope of ys against xs by Huber regression, so one odd point cannot decide."""
+    xs = np.asarray(xs, dtype="float64")
+    ys = np.asarray(ys, dtype="float64")
+    if len(xs) < 3 or np.ptp(xs) == 0:
+        return None
+    if np.ptp(ys) == 0:
+        return 0.0
+    from sklearn.linear_model import HuberRegressor
+
+    scale = max(np.std(ys), 1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = HuberRegressor(epsilon=1.35, alpha=0.0, max_iter=500)
+        model.fit(xs.reshape(-1, 1), ys / scale)
+    return float(model.coef_[0] * scale)
+
+
+def layer_grad_rms(probe: ProbeResult, name: str) -> float | None:
+    """Median over the finite steps of a layer's RMS gradient."""
+    return _median(probe.series(name, "grad_rms"))
+
+
+def finite_steps(probe: ProbeResult) -> int:
+    """Steps before the first non-finite one."""
+    return probe.nonfinite["step"] if probe.nonfinite else probe.steps_run
+
+
+def depth_profile(probe: ProbeResult):
+    """``(depths, log10 RMS gradients, names)`` of the flow layers, input to output."""
+    depths = _depths(probe)
+    names, xs, ys = [], [], []
+    for info in flow_layers(probe):
+        rms = layer_grad_rms(probe, info.name)
+        if rms is None:
+            continue
+        names.append(info.name)
+        xs.append(depths[info.name])
+        ys.append(math.log10(max(rms, _TINY)))
+    return xs, ys, names
+
+
+# --------------------------------------------------------------------------
+# Model-scope signals
+
+@signal("depth_decay_factor", "model", "ratio per layer")
+def depth_decay_factor(probe: ProbeResult, layer=None):
+    """Factor by which the RMS gradient changes per layer, going from the output
+    toward the input: a robust (Huber) fit of log10 RMS gradient against the
+    distance from the output layer, over layers with kernels (median over the
+    finite steps). Below 1 gradients shrink toward the input (vanishing); above 1
+    they grow (exploding). None with fewer than three such layers."""
+    xs, ys, _ = depth_profile(probe)
+    slope = _robust_slope(xs, ys)
+    return None if slope is None else 10.0 ** slope
+
+
+@signal("num_flow_layers", "model", "count")
+def num_flow_layers(probe: ProbeResult, layer=None):
+    """Number of layers with kernels (normalization layers not counted)."""
+    return len(flow_layers(probe))
+
+
+@signal("global_grad_norm_growth", "model", "ratio")
+def global_grad_norm_growth(probe: ProbeResult, layer=None):
+    """Largest finite global gradient norm over the first one: how far gradients
+    grew across the probe's steps. Infinite when the gradients turned non-finite
+    after the first step."""
+    norms = np.asarray(probe.global_grad_norm, dtype="float64")
+    if norms.size < 2:
+        return None
+    first = norms[0]
+    if not math.isfinite(first) or first <= 0:
+        return None
+    later = norms[1:]
+    if not np.all(np.isfinite(later)):
+        return math.inf
+    return float(later.max() / first)
+
+
+@signal("loss_ratio", "model", "ratio")
+def loss_ratio(probe: ProbeResult, layer=None):
+    """Last finite loss over the first one (median of the first and last three
+    steps); infinite when the loss turned non-finite."""
+    losses = np.asarray(probe.loss, dtype="float64")
+    if losses.size < 2:
+        return None
+    if not np.all(np.isfinite(losses)):
+        return math.inf
+    head = float(np.median(losses[:3]))
+    tail = float(np.median(losses[-3:]))
+    if head <= 0:
+        return None
+    return tail / head
+
+
+@signal("loss_nonfinite", "model", "flag (0 or 1)")
+def loss_nonfinite(probe: ProbeResult, layer=None):
+    """1 when the loss or any gradient became NaN or infinite during the probe."""
+    return 1.0 if probe.nonfinite else 0.0
+
+
+@signal("nonfinite_step", "model", "step")
+def nonfinite_step(probe: ProbeResult, layer=None):
+    """The step (from 0) at which values first became non-finite, or None."""
+    return None if not probe.nonfinite else float(probe.nonfinite["step"])
+
+
+@signal("first_step_grad_rms_max", "model", "gradient units")
+def first_step_grad_rms_max(probe: ProbeResult, layer=None):
+    """Largest RMS gradient of any layer at the first step, before any update
+    could blow weights up: large values point at the initial weights."""
+    values = [probe.series(info.name, "grad_rms")[:1] for info in flow_layers(probe)]
+    values = _finite(np.concatenate(values)) if values else np.array([])
+    return float(values.max()) if values.size else None
+
+
+# --------------------------------------------------------------------------
+# Layer-scope signals
+
+@signal("grad_rms_ratio_to_output", "layer", "ratio")
+def grad_rms_ratio_to_output(probe: ProbeResult, layer):
+    """The layer's RMS gradient over the output layer's (medians over the finite
+    steps). Tiny values mean gradient barely reaches the layer; huge values mean
+    it grows on the way back."""
+    if layer.class_name in _NORMALIZATION or layer.num_params == 0:
+        return None
+    reference = _reference_layer(probe)
+    mine = layer_grad_rms(probe, layer.name)
+    theirs = layer_grad_rms(probe, reference.name) if reference else None
+    if mine is None or not theirs:
+        return None
+    return mine / theirs
+
+
+@signal("depth_from_output", "layer", "layers")
+def depth_from_output(probe: ProbeResult, layer):
+    """How many layers with kernels separate this layer from the output layer (0
+    for the output layer itself)."""
+    return _depths(probe).get(layer.name)
+
+
+@signal("is_output", "layer", "flag (0 or 1)")
+def is_output(probe: ProbeResult, layer):
+    """1 for a layer that produces a model output."""
+    return 1.0 if layer.is_output else 0.0
+
+
+def _stat_signal(stat: str, how: str = "median"):
+    def compute(probe: ProbeResult, layer):
+        values = probe.series(layer.name, stat)
+        if values.size == 0:
+            return None
+        if how == "max":
+            return float(np.max(values))
+        return _median(values)
+
+    return compute
+
+
+for _name, _stat, _unit, _how, _doc in [
+    ("dead_fraction", "dead_fraction", "fraction", "median",
+     "Median over steps of the fraction of ReLU units that output zero for the whole batch."),
+    ("saturated_fraction", "saturated_fraction", "fraction", "median",
+     "Median over steps of the fraction of sigmoid/tanh outputs within 1e-2 of an asymptote."),
+    ("update_ratio", "update_ratio", "ratio", "median",
+     "Median over finite steps of ||w_after - w_before|| / ||w_before|| per step."),
+    ("zero_grad_fraction", "zero_grad_fraction", "fraction", "median",
+     "Median over steps of the fraction of gradient entries that are exactly zero."),
+    ("nonfinite_grads", "nonfinite_grads", "count", "max",
+     "Largest number of NaN or infinite gradient entries at any step."),
+    ("grad_rms", "grad_rms", "gradient units", "median",
+     "Median over finite steps of the layer's RMS gradient."),
+]:
+    _function = _stat_signal(_stat, _how)
+    _function.__doc__ = _doc
+    signal(_name, "layer", _unit)(_function)
+
+
+@signal("weight_norm_growth", "layer", "ratio")
+def weight_norm_growth(probe: ProbeResult, layer):
+    """Last finite weight norm over the first: how much the step updates grew
+    the layer's weights during the probe."""
+    values = _finite(probe.series(layer.name, "weight_norm"))
+    if values.size < 2 or values[0] <= 0:
+        return None
+    return float(values[-1] / values[0])
+
+
+# --------------------------------------------------------------------------
+# Timestep-scope signals
+
+def _timestep_profile(probe: ProbeResult, layer):
+    steps = probe.timestep_grad_norms.get(layer.name)
+    if not steps:
+        return None
+    matrix = np.asarray(steps, dtype="float64")
+    matrix = matrix[np.all(np.isfinite(matrix), axis=1)]
+    if matrix.size == 0:
+        return None
+    return np.median(matrix, axis=0)
+
+
+@signal("num_timesteps", "timestep", "timesteps")
+def num_timesteps(probe: ProbeResult, layer):
+    """Length of the sequences the recurrent layer ran over."""
+    profile = _timestep_profile(probe, layer)
+    return None if profile is None else float(profile.size)
+
+
+@signal("temporal_ratio", "timestep", "ratio")
+def temporal_ratio(probe: ProbeResult, layer):
+    """Norm of d loss / d input at the first timestep over that at the last
+    (medians over steps). Tiny: early inputs no longer influence learning."""
+    profile = _timestep_profile(probe, layer)
+    if profile is None or profile.size < 2:
+        return None
+    last = profile[-1]
+    if last <= 0:
+        # Only the final state matters for the gradient path; fall back to the
+        # largest timestep norm as the reference.
+        last = profile.max()
+        if last <= 0:
+            return None
+    return float(profile[0] / last)
+
+
+@signal("temporal_decay_factor", "timestep", "ratio per timestep")
+def temporal_decay_factor(probe: ProbeResult, layer):
+    """Factor by which d loss / d input_t changes per timestep going back in
+    time: a Huber fit of its log10 against the distance from the last timestep.
+    Below 1 the gradient vanishes through time; above 1 it explodes."""
+    profile = _timestep_profile(probe, layer)
+    if profile is None or profile.size < 3:
+        return None
+    distance = np.arange(profile.size)[::-1]
+    slope = _robust_slope(distance, np.log10(np.maximum(profile, _TINY)))
+    return None if slope is None else 10.0 ** slope
+
+
+# --------------------------------------------------------------------------
+
+def evaluate_signals(probe: ProbeResult, names, layer=None) -> dict:
+    """Compute the named signals for one layer (or the model when ``layer`` is None)."""
+    values = {}
+    for name in names:
+        entry = REGISTRY[name]
+        if entry.scope != "model" and layer is None:
+            values[name] = None
+            continue
+        value = entry.function(probe, layer)
+        values[name] = None if value is None else float(value)
+    return values
