@@ -15,7 +15,7 @@ def prepare(model, x=None, y=None, *, data=None, target=None, unsafe_load=False,
     Returns:
         ``(model, data, model_path)``.
     """
-    from .loading import from_python, load_data, resolve_model
+    from .loading import Data, from_python, load_data, resolve_model
 
     model_path = str(model) if isinstance(model, (str, Path)) else None
     if isinstance(custom_objects, str):
@@ -27,6 +27,8 @@ def prepare(model, x=None, y=None, *, data=None, target=None, unsafe_load=False,
         raise UsageError("Pass either data=... (a file or module:function) or x and y, not both.")
     if data is not None:
         resolved = load_data(data, model, target=target)
+    elif isinstance(x, Data):
+        resolved = x
     elif x is not None:
         resolved = from_python(x, y, model)
     else:

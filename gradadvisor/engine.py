@@ -177,6 +177,8 @@ class _LineLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         mapping = super().construct_mapping(node, deep=deep)
         mapping["__line__"] = node.start_mark.line + 1
+        mapping["__lines__"] = {
+            key.value: key.start_mark.line + 1 for key, _ in node.value if hasattr(key, "value")}
         return mapping
 
 
@@ -207,17 +209,18 @@ def _fail(path, line, rule_id, text):
 
 def _validate(data: dict, path: Path) -> Rule:
     line = data.get("__line__", 1)
+    lines = data.pop("__lines__", {})
     rule_id = data.get("id") if isinstance(data.get("id"), str) else None
     keys = [k for k in data if k != "__line__"]
     unknown = [k for k in keys if k not in _REQUIRED + _OPTIONAL]
     if unknown:
-        _fail(path, line, rule_id, f"unknown field '{unknown[0]}'. Allowed fields: "
+        _fail(path, lines.get(unknown[0], line), rule_id, f"unknown field '{unknown[0]}'. Allowed fields: "
               f"{', '.join(_REQUIRED + _OPTIONAL)}.")
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         _fail(path, line, rule_id, f"missing field '{missing[0]}'.")
     if not rule_id or not _ID.match(rule_id):
-        _fail(path, line, rule_id, f"the id {data.get('id')!r} must be 2-5 capital letters and "
+        _fail(path, lines.get("id", line), rule_id, f"the id {data.get('id')!r} must be 2-5 capital letters and "
               "three digits, like GA101.")
     checks = [
         ("name", lambda v: isinstance(v, str) and _NAME.match(v), "a kebab-case name like vanishing-gradients"),
@@ -235,21 +238,21 @@ def _validate(data: dict, path: Path) -> Rule:
     ]
     for key, ok, expected in checks:
         if key in data and not ok(data[key]):
-            _fail(path, line, rule_id, f"the field '{key}' must be {expected}; got {data[key]!r}.")
+            _fail(path, lines.get(key, line), rule_id, f"the field '{key}' must be {expected}; got {data[key]!r}.")
     from .causes import CAUSES
 
     for name in data.get("causes", []):
         if name not in CAUSES:
-            _fail(path, line, rule_id, f"unknown cause '{name}'. Known causes: {', '.join(sorted(CAUSES))}.")
-    when = _check_condition(data["when"], path, rule_id, data["scope"], line)
-    examples = _check_examples(data["examples"], path, rule_id, line, when)
+            _fail(path, lines.get("causes", line), rule_id, f"unknown cause '{name}'. Known causes: {', '.join(sorted(CAUSES))}.")
+    when = _check_condition(data["when"], path, rule_id, data["scope"], lines.get("when", line))
+    examples = _check_examples(data["examples"], path, rule_id, lines.get("examples", line), when)
     rule = Rule(
         id=rule_id, name=data["name"], category=data["category"], severity=data["severity"],
         scope=data["scope"], summary=data["summary"].strip(), rationale=data["rationale"].strip(),
         when=when, message=data["message"].strip(), fixes=list(data["fixes"]), examples=examples,
         causes=list(data.get("causes", [])), locate=data.get("locate", "output_side"),
         explain=str(data.get("explain", "")).strip(), source=str(path))
-    _check_template(rule, path, line)
+    _check_template(rule, path, lines.get("message", line))
     return rule
 
 
@@ -259,7 +262,7 @@ def _check_condition(node, path, rule_id, scope, line):
     if not isinstance(node, dict):
         _fail(path, line, rule_id, "a condition must be a mapping with all, any, not, or signal/op/value.")
     line = node.get("__line__", line)
-    keys = [k for k in node if k != "__line__"]
+    keys = [k for k in node if k not in ("__line__", "__lines__")]
     if keys in (["all"], ["any"]):
         children = node[keys[0]]
         if not isinstance(children, list) or not children:
@@ -297,11 +300,11 @@ def _check_examples(examples, path, rule_id, line, when):
     checked = []
     fires_seen = set()
     for example in examples:
-        if not isinstance(example, dict) or set(k for k in example if k != "__line__") != {"signals", "fires"} \
+        if not isinstance(example, dict) or set(k for k in example if not k.startswith("__")) != {"signals", "fires"} \
                 or not isinstance(example.get("signals"), dict) or not isinstance(example.get("fires"), bool):
             _fail(path, line, rule_id, "each example must have exactly 'signals' (a mapping) and "
                   "'fires' (true or false).")
-        signals = {k: v for k, v in example["signals"].items() if k != "__line__"}
+        signals = {k: v for k, v in example["signals"].items() if not k.startswith("__")}
         for key, value in signals.items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
                 _fail(path, example.get("__line__", line), rule_id,

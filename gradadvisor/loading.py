@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,15 @@ def load_model(path, *, unsafe: bool = False, custom_objects: dict | None = None
     path = check_model_path(path)
     _, keras = import_keras()
     try:
-        if path.suffix.lower() == ".keras":
-            model = keras.saving.load_model(
-                path, custom_objects=custom_objects, compile=True, safe_mode=not unsafe)
-        else:
-            model = keras.saving.load_model(path, custom_objects=custom_objects, compile=True)
+        with warnings.catch_warnings():
+            # A model saved before training has an unbuilt optimizer; Keras warns
+            # that it skips its (empty) state, which says nothing to the user.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            if path.suffix.lower() == ".keras":
+                model = keras.saving.load_model(
+                    path, custom_objects=custom_objects, compile=True, safe_mode=not unsafe)
+            else:
+                model = keras.saving.load_model(path, custom_objects=custom_objects, compile=True)
     except Exception as exc:
         text = str(exc)
         if "safe_mode" in text or "unsafe" in text.lower() or "Lambda" in text:

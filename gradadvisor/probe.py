@@ -268,7 +268,10 @@ def _initializer_name(layer, key: str) -> str | None:
         return f"{name}(stddev={float(stddev):g})"
     value = getattr(initializer, "value", None)
     if name == "Constant" and value is not None:
-        return f"Constant({float(value):g})"
+        values = np.asarray(value, dtype="float64").ravel()
+        if values.size == 1:
+            return f"Constant({values[0]:g})"
+        return f"Constant(mean={values.mean():g})"
     return name
 
 

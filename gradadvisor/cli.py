@@ -1,0 +1,325 @@
+"""The ``gradadvisor`` command line.
+
+Every command is a thin layer over the Python API.  TensorFlow is imported only
+inside commands that train, so ``--help`` and input errors answer at once.
+Errors are one line on stderr with exit code 2 (``--debug`` shows the
+traceback); findings at or above ``--fail-on`` give exit code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from ._version import __version__
+from .errors import GradAdvisorError, OutputError, UsageError
+
+EXIT_FINDINGS = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+
+
+class _Progress:
+    """Progress on stderr: a rewritten line on a terminal, a few lines otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.last_stage = None
+        self.started = time.perf_counter()
+
+    def __call__(self, stage: str, done: int, total: int, text: str = "") -> None:
+        if not self.enabled:
+            return
+        label = {"probe": "probing", "search": "searching", "confirm": "confirming"}.get(stage, stage)
+        elapsed = time.perf_counter() - self.started
+        line = f"{label}: {done}/{total} {text}".rstrip() + f" [{elapsed:.0f}s]"
+        if self.tty:
+            end = "\n" if done >= total else ""
+            click.echo("\r\033[K" + line, err=True, nl=False)
+            if end:
+                click.echo("", err=True)
+        elif stage != "probe" or done in (total,) or stage != self.last_stage:
+            if stage == "probe" and done < total and stage == self.last_stage:
+                return
+            click.echo(line, err=True)
+        self.last_stage = stage
+
+
+def _split_ids(value):
+    if not value:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="gradadvisor")
+@click.option("--debug", is_flag=True, help="Show full tracebacks and TensorFlow's log output.")
+@click.pass_context
+def main_group(ctx, debug):
+    """Find vanishing and exploding gradients in a Keras model, and the setup that fixes them.
+
+    Start with 'gradadvisor diagnose model.keras', or try a built-in example:
+    'gradadvisor diagnose --example deep-sigmoid --report report.html'.
+    """
+    ctx.obj = {"debug": debug}
+    if debug:
+        from ._tf import set_quiet
+
+        set_quiet(False)
+
+
+@main_group.command()
+@click.argument("model", required=False, type=click.Path(dir_okay=True))
+@click.option("--example", metavar="NAME", help="Diagnose a built-in example instead of a file (see 'gradadvisor examples').")
+@click.option("--data", metavar="PATH", help="Training data: a .npz (x, y) or .csv file, or module:function. Default: the example's data, or synthetic data shaped from the model.")
+@click.option("--target", metavar="COLUMN", help="The label column of a CSV data file.")
+@click.option("--steps", type=click.IntRange(min=1, max=100000), default=30, show_default=True, help="Training steps to probe.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Samples per training step.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for batch order, synthetic data and the search.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output on stdout.")
+@click.option("--report", "report_path", metavar="PATH", help="Also write the self-contained HTML report here.")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True, help="Exit with code 1 when findings reach this severity.")
+@click.option("--search/--no-search", default=True, show_default=True, help="Search for a fix when a warning or error is found; --no-search is lint mode.")
+@click.option("--save-fixed", metavar="PATH", help="Write the recommended, freshly initialised model here (.keras).")
+@click.option("--max-trials", type=click.IntRange(min=1, max=500), default=10, show_default=True, help="Search budget: candidate setups to try.")
+@click.option("--trial-steps", type=click.IntRange(min=2, max=100000), default=60, show_default=True, help="Search budget: training steps per candidate.")
+@click.option("--time-budget", type=click.FloatRange(min=1.0), default=None, help="Search budget: stop starting new trials after this many seconds.")
+@click.option("--tuner", type=click.Choice(["bayesian", "random", "hyperband"]), default="bayesian", show_default=True, help="Keras Tuner search algorithm.")
+@click.option("--tuner-dir", metavar="DIR", help="Keep Keras Tuner's files here (default: a temporary folder, removed afterwards).")
+@click.option("--rules", "rules_dirs", metavar="DIR", multiple=True, help="Folder of extra rule files; they add or replace built-in rules by id. Repeatable.")
+@click.option("--select", metavar="IDS", help="Only run these rule ids (comma-separated).")
+@click.option("--ignore", metavar="IDS", help="Skip these rule ids (comma-separated).")
+@click.option("--unsafe-load", is_flag=True, help="Allow model files with Python code (Lambda layers). Only for files you trust.")
+@click.option("--custom-objects", metavar="MODULE", help="Import this module for the model's custom layers and functions.")
+@click.option("--force", is_flag=True, help="Replace output files that already exist.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@click.pass_context
+def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_format, report_path,
+             fail_on, search, save_fixed, max_trials, trial_steps, time_budget, tuner, tuner_dir,
+             rules_dirs, select, ignore, unsafe_load, custom_objects, force, quiet):
+    """Probe MODEL (a .keras file) with real training steps and diagnose its gradients.
+
+    Prints a verdict and findings (or JSON with --format json), optionally writes
+    an HTML report, and, when something is wrong, searches initializers,
+    activations, normalization and clipping for a setup that trains better.
+
+    Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it,
+    2 bad usage or bad input.
+    """
+    from .files import check_output_path
+    from .loading import check_model_path
+
+    if (model is None) == (example is None):
+        raise UsageError("Pass either a MODEL file or --example NAME (not both).")
+    if example is not None:
+        from .examples import get_example
+
+        get_example(example)
+    else:
+        check_model_path(model)
+    if report_path:
+        check_output_path(report_path, force=force, suffix=".html")
+    if save_fixed:
+        check_output_path(save_fixed, force=force, suffix=".keras")
+    if tuner_dir:
+        from pathlib import Path
+
+        if Path(tuner_dir).exists() and not Path(tuner_dir).is_dir():
+            raise OutputError(f"--tuner-dir '{tuner_dir}' is a file. Name a folder.")
+    select_ids, ignore_ids = _split_ids(select), _split_ids(ignore)
+    from .engine import load_rules, select_rules
+
+    select_rules(load_rules(rules_dirs), select_ids, ignore_ids)
+    if data and example:
+        raise UsageError("--data cannot be combined with --example: the example brings its own data.")
+
+    from .api import diagnose as run_diagnosis
+
+    progress = _Progress(enabled=not quiet)
+    command = "gradadvisor " + " ".join(sys.argv[1:]) if sys.argv else None
+    x = y = None
+    target_model = model
+    if example is not None:
+        from .examples import build_example
+
+        target_model, x, y = build_example(example, seed=seed)
+        from .loading import validate_data
+
+        source = f"the data of the built-in example {example}"
+        x = validate_data(target_model, x, y, source=source)
+        y = None
+    search_options = dict(max_trials=max_trials, trial_steps=trial_steps, time_budget=time_budget,
+                          tuner=tuner, tuner_dir=tuner_dir, save_fixed=save_fixed, force=force)
+    diagnosis = run_diagnosis(
+        target_model, x, y, data=data, target=target, steps=steps, batch_size=batch_size,
+        seed=seed, rules_dirs=rules_dirs, select=select_ids, ignore=ignore_ids, search=search,
+        search_options=search_options, unsafe_load=unsafe_load, custom_objects=custom_objects,
+        progress=progress, command=command)
+    if example is not None:
+        diagnosis.model_path = f"example:{example}"
+    if output_format == "json":
+        click.echo(diagnosis.to_json())
+    else:
+        click.echo(diagnosis.to_text(color=sys.stdout.isatty()), nl=False)
+    if report_path:
+        diagnosis.save_html(report_path, force=force)
+        if not quiet:
+            click.echo(f"report written to {report_path}", err=True)
+    if fail_on != "never" and diagnosis.at_least(fail_on):
+        ctx.exit(EXIT_FINDINGS)
+
+
+@main_group.group(invoke_without_command=True)
+@click.pass_context
+def examples(ctx):
+    """List the built-in examples, or save one with 'examples save NAME DIR'."""
+    if ctx.invoked_subcommand is None:
+        from .examples import EXAMPLES
+
+        width = max(len(name) for name in EXAMPLES)
+        click.echo(f"{'NAME':<{width}}  {'EXPECTED':<20}  DESCRIPTION")
+        for example in EXAMPLES.values():
+            click.echo(f"{example.name:<{width}}  {example.verdict:<20}  {example.description}")
+
+
+@examples.command("save")
+@click.argument("name")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace files that already exist.")
+def examples_save(name, directory, seed, force):
+    """Write NAME.keras and NAME.npz (arrays x and y) into DIRECTORY."""
+    from .examples import get_example, save_example
+
+    get_example(name)
+    model_path, data_path = save_example(name, directory, seed=seed, force=force)
+    click.echo(f"wrote {model_path} and {data_path}")
+
+
+@main_group.group()
+def rules():
+    """List and explain the rules findings come from."""
+
+
+_rules_option = click.option("--rules", "rules_dirs", metavar="DIR", multiple=True,
+                             help="Folder of extra rule files (adds or replaces by id).")
+
+
+@rules.command("list")
+@_rules_option
+def rules_list(rules_dirs):
+    """Table of rule id, name, category and severity."""
+    from .engine import load_rules
+
+    loaded = load_rules(rules_dirs)
+    click.echo(f"{'ID':<7}{'NAME':<26}{'CATEGORY':<22}{'SEVERITY':<9}SCOPE")
+    for rule in loaded.values():
+        click.echo(f"{rule.id:<7}{rule.name:<26}{rule.category:<22}{rule.severity:<9}{rule.scope}")
+
+
+@rules.command("explain")
+@click.argument("rule_id")
+@_rules_option
+def rules_explain(rule_id, rules_dirs):
+    """Explain one rule: why it matters, its condition in words, and the fixes."""
+    from .engine import load_rules
+    from .signals import REGISTRY
+
+    loaded = load_rules(rules_dirs)
+    rule = loaded.get(rule_id.upper())
+    if rule is None:
+        raise UsageError(f"There is no rule '{rule_id}'. Run 'gradadvisor rules list' for the ids.")
+    click.echo(f"{rule.id} {rule.name} ({rule.category}, {rule.severity}, per {rule.scope})")
+    click.echo(f"\n{rule.summary}\n\nWhy it is bad\n{rule.rationale}")
+    if rule.explain:
+        click.echo(f"\nHow it is measured\n{rule.explain}")
+    click.echo(f"\nFires when\n  {rule.condition_text()}\nwhere")
+    for name in rule.signals():
+        entry = REGISTRY[name]
+        click.echo(f"  {name} ({entry.unit}): {entry.doc}")
+    click.echo(f"\nLikely causes checked: {', '.join(rule.causes) or 'none'}")
+    click.echo(f"Fixes the search tries: {', '.join(rule.fixes)}")
+    click.echo(f"Defined in {rule.source}")
+
+
+@rules.command("signals")
+def rules_signals():
+    """List the signals rule conditions can use, with unit and scope."""
+    from .signals import REGISTRY
+
+    for entry in REGISTRY.values():
+        click.echo(f"{entry.name} [{entry.scope}, {entry.unit}]")
+        click.echo(f"    {entry.doc}")
+
+
+@main_group.command()
+@click.argument("diagnosis_json", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, metavar="PATH", help="The HTML file to write.")
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+def report(diagnosis_json, output, force):
+    """Render DIAGNOSIS_JSON (from 'diagnose --format json') as an HTML report.
+
+    Needs no TensorFlow: the report is drawn from the saved measurements.
+    """
+    import json
+    from pathlib import Path
+
+    from .diagnosis import Diagnosis
+    from .files import check_output_path
+
+    source = Path(diagnosis_json)
+    if not source.exists():
+        raise UsageError(f"The diagnosis file '{source}' does not exist. Check the path.")
+    check_output_path(output, force=force, suffix=".html")
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"The diagnosis file '{source}' is not valid JSON ({exc}). Pass the "
+                         "output of 'gradadvisor diagnose --format json'.") from None
+    try:
+        diagnosis = Diagnosis.from_dict(data)
+    except (KeyError, TypeError) as exc:
+        raise UsageError(f"The diagnosis file '{source}' is incomplete (missing {exc}). Pass the "
+                         "output of 'gradadvisor diagnose --format json'.") from None
+    diagnosis.save_html(output, force=force)
+    click.echo(f"report written to {output}")
+
+
+def main(argv=None) -> int:
+    """Entry point of the console script: one-line errors, documented exit codes."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        code = main_group.main(args=argv, prog_name="gradadvisor", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.exceptions.Abort:
+        click.echo("gradadvisor: interrupted.", err=True)
+        return 130
+    except click.ClickException as exc:
+        if debug:
+            raise
+        message = exc.format_message().replace("\n", " ")
+        click.echo(f"gradadvisor: error: {message}", err=True)
+        return exc.exit_code if exc.exit_code else EXIT_BAD_INPUT
+    except GradAdvisorError as exc:
+        if debug:
+            raise
+        click.echo(f"gradadvisor: error: {' '.join(str(exc).split())}", err=True)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        click.echo("gradadvisor: interrupted.", err=True)
+        return 130
+    except Exception as exc:  # a bug: one line, and how to get the details
+        if debug:
+            raise
+        click.echo(f"gradadvisor: internal error: {type(exc).__name__}: {exc}. Rerun with --debug "
+                   "for the traceback and report it.", err=True)
+        return EXIT_INTERNAL
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

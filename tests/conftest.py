@@ -1,0 +1,43 @@
+"""Shared fixtures: quiet TensorFlow, fixed seeds, and models probed once per session."""
+
+import os
+import random
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import numpy as np
+import pytest
+
+from gradadvisor._tf import import_keras
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same random state."""
+    random.seed(0)
+    np.random.seed(0)
+    if "keras" in __import__("sys").modules:
+        import keras
+
+        keras.utils.set_random_seed(0)
+
+
+@pytest.fixture(scope="session")
+def keras_module():
+    _, keras = import_keras()
+    return keras
+
+
+@pytest.fixture(scope="session")
+def zoo_diagnoses():
+    """``{example name: Diagnosis}`` for every built-in example, probed once."""
+    from gradadvisor.api import diagnose
+    from gradadvisor.examples import EXAMPLES, build_example
+
+    results = {}
+    for name in EXAMPLES:
+        model, x, y = build_example(name)
+        results[name] = diagnose(model, x, y, steps=30, batch_size=32)
+    return results
