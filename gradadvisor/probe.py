@@ -444,6 +444,10 @@ class _Probe:
         tf, keras, work = self.tf, self.keras, self.work
         variables = work.trainable_weights
         optimizer = work.optimizer
+        # Creating the optimizer's slots inside the first trace would force a
+        # second trace; fit() builds them up front too.
+        if not optimizer.built:
+            optimizer.build(variables)
         groups = self.groups
 
         def step(x, y):
@@ -521,7 +525,9 @@ class _Probe:
             timesteps = tf.concat(timestep_values, 0) if timestep_values else tf.zeros([0])
             return vector, timesteps
 
-        return tf.function(step, reduce_retracing=True)
+        # Every batch has the same shape and the step has no tensor-dependent Python
+        # control flow: one trace, without autograph, keeps start-up close to fit().
+        return tf.function(step, autograph=False)
 
     def _layer_by_path(self, path):
         for name, layer, _ in self.groups:
