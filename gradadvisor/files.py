@@ -41,11 +41,16 @@ def check_output_path(path, force: bool = False, suffix: str | None = None) -> P
         raise OutputError(
             f"Cannot write '{path}': the folder '{folder}' does not exist. Create it first."
         )
-    if not os.access(folder, os.W_OK):
+    try:
+        # Actually creating a file is the only test that also holds for root and
+        # for read-only file systems, where os.access() says yes.
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".gradadvisor-write-test-"):
+            pass
+    except OSError:
         raise OutputError(
             f"Cannot write '{path}': the folder '{folder}' is not writable. "
             "Choose a writable folder."
-        )
+        ) from None
     if path.is_dir():
         raise OutputError(f"Cannot write '{path}': it is a folder. Name a file instead.")
     if path.exists() and not force:

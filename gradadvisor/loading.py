@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -245,14 +246,34 @@ class LossChoice:
     name: str
     inferred: bool
 
+    @property
+    def kind(self) -> str:
+        """``sparse``, ``categorical``, ``binary`` or ``regression``: what targets it takes."""
+        words = self.name.lower().replace("_", "")
+        if "sparse" in words:
+            return "sparse"
+        if "categorical" in words:
+            return "categorical"
+        if "binary" in words or "hinge" in words:
+            return "binary"
+        return "regression"
+
+
+def _loss_name(loss) -> str:
+    """A snake_case name for a loss given as a string, a Loss object or a function."""
+    if isinstance(loss, str):
+        return loss
+    name = getattr(loss, "name", None) or getattr(loss, "__name__", None)
+    if not name or name == "loss":
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(loss).__name__).lower()
+    return str(name)
+
 
 def resolve_loss(model, y=None) -> LossChoice:
     """The model's compiled loss, or one inferred from its output layer and labels."""
     compiled = getattr(model, "loss", None)
     if compiled is not None:
-        name = compiled if isinstance(compiled, str) else getattr(
-            compiled, "name", type(compiled).__name__)
-        return LossChoice(compiled, str(name), inferred=False)
+        return LossChoice(compiled, _loss_name(compiled), inferred=False)
     layer = output_layers(model)[0]
     activation = activation_name(layer)
     units = int(model.outputs[0].shape[-1]) if getattr(model, "outputs", None) else 1
@@ -467,6 +488,8 @@ def validate_data(model, x, y, source: str) -> Data:
     y_arrays = y if isinstance(y, (list, tuple)) else [y]
     y_arrays = [np.asarray(t) for t in y_arrays]
     for target in y_arrays:
+        if target.ndim == 0:
+            raise DataError("The targets y are a single number. Pass one label per sample (an array).")
         if target.size == 0:
             raise DataError("The targets y are empty. Pass at least one label per sample.")
         if target.dtype.kind not in "biuf":
@@ -494,25 +517,37 @@ def _check_targets(model, targets) -> None:
             "array(s). Pass one target per output."
         )
     loss = resolve_loss(model, targets[0])
-    name = str(loss.name).lower()
+    kind = loss.kind
     if not outputs:
         return
     units = outputs[0].shape[-1]
     y = targets[0]
-    if "sparse" in name:
+    expected = tuple(outputs[0].shape[1:])
+    if kind == "sparse":
+        if not (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)):
+            raise DataError(
+                f"The labels y have shape {y.shape}, but {loss.name} expects one integer label per "
+                "sample, shape (n,). Pass class ids, or use categorical_crossentropy for one-hot rows."
+            )
         if units is not None and (np.any(y < 0) or np.any(y >= units) or np.any(np.mod(y, 1) != 0)):
             raise DataError(
                 f"The labels y must be integers from 0 to {units - 1} for "
                 f"{loss.name} with {units} output units, but range from {y.min()} to {y.max()}. "
                 "Encode the classes as 0..n-1."
             )
-    elif "categorical" in name:
+    elif kind == "categorical":
         if units is not None and (y.ndim < 2 or y.shape[-1] != units):
             raise DataError(
                 f"The targets y have shape {y.shape}, but {loss.name} with {units} output units "
                 f"expects one-hot rows of width {units}. One-hot encode y, or use a sparse loss."
             )
-    elif "binary" in name:
+    elif y.shape[1:] != expected and not (y.ndim == 1 and expected in ((1,), ())) and \
+            None not in expected:
+        raise DataError(
+            f"The targets y have shape {y.shape}, but the model's output has shape "
+            f"{_shape_text((None,) + expected)}. Pass one target of shape {_shape_text(expected)} per sample."
+        )
+    if kind == "binary":
         if np.any(y < 0) or np.any(y > 1):
             raise DataError(
                 f"The targets y must lie in [0, 1] for {loss.name}, but range from {y.min()} "
@@ -555,13 +590,12 @@ def synthetic_data(model, num_samples: int = 256, seed: int = 0) -> Data:
         units = int(np.prod(shape)) if shape else 1
         projection = rng.normal(size=(features.shape[1], max(units, 1))) / np.sqrt(features.shape[1])
         scores = features @ projection + signal[:, None]
-        name = str(loss.name).lower()
-        if "sparse" in name:
+        if loss.kind == "sparse":
             targets.append(np.argmax(scores, axis=1).astype("int32"))
-        elif "categorical" in name:
+        elif loss.kind == "categorical":
             targets.append(np.eye(units, dtype="float32")[np.argmax(scores, axis=1)].reshape(
                 (num_samples,) + shape))
-        elif "binary" in name or "hinge" in name:
+        elif loss.kind == "binary":
             targets.append((scores > 0).astype("float32").reshape((num_samples,) + shape))
         else:
             targets.append(scores.astype("float32").reshape((num_samples,) + shape))
