@@ -9,14 +9,34 @@ from ._version import __version__
 
 __all__ = [
     "__version__",
+    "diagnose",
+    "Diagnosis",
+    "Finding",
     "run_probe",
     "ProbeResult",
+    "load_model",
+    "load_data",
+    "load_rules",
+    "GradAdvisorError",
+    "DataError",
+    "ModelLoadError",
+    "RuleError",
+    "UsageError",
 ]
 
 _LAZY = {
+    "diagnose": ("api", "diagnose"),
+    "Diagnosis": ("diagnosis", "Diagnosis"),
+    "Finding": ("diagnosis", "Finding"),
     "run_probe": ("probe", "run_probe"),
     "ProbeResult": ("probe", "ProbeResult"),
+    "load_model": ("loading", "load_model"),
+    "load_data": ("loading", "load_data"),
+    "load_rules": ("engine", "load_rules"),
 }
+
+
+from .errors import DataError, GradAdvisorError, ModelLoadError, RuleError, UsageError  # noqa: E402
 
 
 def __getattr__(name):

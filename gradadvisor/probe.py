@@ -328,8 +328,12 @@ def describe_optimizer(optimizer) -> dict:
 # --------------------------------------------------------------------------
 # Batches
 
-def _batches(data: Data, batch_size: int, seed: int):
-    """Yield ``(x_list, y)`` batches forever, reshuffled each pass, all full size."""
+def _batches(data: Data, batch_size: int, seed: int, input_names=()):
+    """Yield ``(x_list, y)`` batches forever, reshuffled each pass, all full size.
+
+    A user's ``tf.data.Dataset`` is used batch by batch as it comes (repeated);
+    a dict of inputs is put in the model's input order.
+    """
     if data.dataset is not None:
         for element in data.dataset.repeat():
             if not isinstance(element, (tuple, list)) or len(element) < 2:
@@ -338,7 +342,12 @@ def _batches(data: Data, batch_size: int, seed: int):
                 )
             x, y = element[0], element[1]
             if isinstance(x, dict):
-                x = list(x.values())
+                missing = [name for name in input_names if name not in x]
+                if missing:
+                    raise DataError(
+                        f"The dataset has no input named '{missing[0]}'; it has "
+                        f"{', '.join(map(repr, x))}. Name the features after the model's inputs.")
+                x = [x[name] for name in input_names] if input_names else list(x.values())
             yield (list(x) if isinstance(x, (list, tuple)) else [x]), y
         return
     rng = np.random.default_rng(seed)
@@ -559,7 +568,8 @@ class _Probe:
     def run(self, data, steps, batch_size, seed, progress):
         tf = self.tf
         step = self._step_function()
-        batches = _batches(data, batch_size, seed)
+        names = [getattr(t, "name", "") for t in (getattr(self.work, "inputs", None) or [])]
+        batches = _batches(data, batch_size, seed, names)
         stats: dict = {}
         timestep_norms: dict = {}
         losses, global_norms = [], []
