@@ -279,8 +279,15 @@ def _initializer_name(layer, key: str) -> str | None:
 # The copy
 
 @contextlib.contextmanager
-def _working_copy(model, keras):
-    """Yield ``(copy, mode)``; the user's model is unchanged afterwards."""
+def _working_copy(model, keras, in_place: bool = False):
+    """Yield ``(copy, mode)``; the user's model is unchanged afterwards.
+
+    ``in_place`` trains ``model`` itself: only for models gradadvisor built
+    (search candidates), whose trained weights the caller wants.
+    """
+    if in_place:
+        yield model, "in_place"
+        return
     clone = None
     if _is_graph_model(model, keras):
         try:
@@ -301,6 +308,40 @@ def _working_copy(model, keras):
     finally:
         for variable, value in zip(model.weights, saved):
             variable.assign(value)
+
+
+def make_loss_function(loss, keras):
+    """A callable ``(y, y_pred) -> scalar`` for a loss given as a name, function or
+    Loss object, or a list of them for a multi-output model.
+
+    The probe calls the loss itself rather than compiling the model, so the
+    user's model (or its compile state) is never touched.
+    """
+    import tensorflow as tf
+
+    if isinstance(loss, dict):
+        loss = list(loss.values())
+    if isinstance(loss, (list, tuple)):
+        parts = [make_loss_function(item, keras) for item in loss]
+
+        def total(y, y_pred):
+            return tf.add_n([part(t, p) for part, t, p in zip(parts, y, y_pred)])
+
+        return total
+    function = keras.losses.get(loss) if isinstance(loss, str) else loss
+    plain = not isinstance(function, keras.losses.Loss)
+
+    def single(y, y_pred):
+        if plain and y.shape.rank is not None and y_pred.shape.rank is not None:
+            # Match (n,) targets to (n, 1) outputs and back, as compile() does;
+            # Loss objects do this themselves.
+            if y.shape.rank == y_pred.shape.rank - 1 and y_pred.shape[-1] == 1:
+                y = tf.expand_dims(y, -1)
+            elif y.shape.rank == y_pred.shape.rank + 1 and y.shape[-1] == 1:
+                y = tf.squeeze(y, -1)
+        return tf.reduce_mean(tf.cast(function(y, y_pred), "float32"))
+
+    return single
 
 
 def _fresh_optimizer(model, keras):
@@ -366,7 +407,7 @@ def _batches(data: Data, batch_size: int, seed: int, input_names=()):
 
 def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: int = 32,
               seed: int = 0, progress: Callable[[int, int], None] | None = None,
-              record_activations: bool = True) -> ProbeResult:
+              record_activations: bool = True, in_place: bool = False) -> ProbeResult:
     """Train a copy of ``model`` for ``steps`` steps and measure every layer.
 
     Args:
@@ -377,6 +418,8 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
         seed: Seeds the batch order, synthetic data and TensorFlow.
         progress: Called as ``progress(step, steps)`` after each step.
         record_activations: Measure layer outputs too (slightly slower).
+        in_place: Train ``model`` itself instead of a copy. Only for models
+            that are yours to change, such as search candidates.
 
     Returns:
         A :class:`ProbeResult`.
@@ -400,11 +443,11 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
         )
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
-    with _working_copy(model, keras) as (work, copy_mode):
+    with _working_copy(model, keras, in_place) as (work, copy_mode):
         loss_choice = resolve_loss(model, data.y if data.y is not None and not isinstance(data.y, list) else None)
         optimizer, optimizer_inferred = _fresh_optimizer(model, keras)
-        work.compile(optimizer=optimizer, loss=loss_choice.loss)
-        result = _Probe(work, model, tf, keras, record_activations).run(
+        loss_fn = make_loss_function(loss_choice.loss, keras)
+        result = _Probe(work, tf, keras, record_activations, loss_fn, optimizer).run(
             data, steps, batch_size, seed, progress)
     result.update(
         model_name=model.name, model_class=type(model).__name__,
@@ -425,9 +468,9 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
 class _Probe:
     """One probe run over a working copy; :meth:`run` returns ProbeResult fields."""
 
-    def __init__(self, work, original, tf, keras, record_activations):
+    def __init__(self, work, tf, keras, record_activations, loss_fn, optimizer):
         self.work, self.tf, self.keras = work, tf, keras
-        self.original = original
+        self.loss_fn, self.optimizer = loss_fn, optimizer
         self.record_activations = record_activations and _is_graph_model(work, keras)
         self.groups = self._group_variables()
         self.layout: list = []
@@ -452,7 +495,7 @@ class _Probe:
     def _step_function(self):
         tf, keras, work = self.tf, self.keras, self.work
         variables = work.trainable_weights
-        optimizer = work.optimizer
+        optimizer = self.optimizer
         # Creating the optimizer's slots inside the first trace would force a
         # second trace; fit() builds them up front too.
         if not optimizer.built:
@@ -468,7 +511,9 @@ class _Probe:
                     y_pred = tracer.run(work, x, training=True)
                 else:
                     y_pred = work(x[0] if len(x) == 1 else x, training=True)
-                loss = work.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+                loss = self.loss_fn(y, y_pred)
+                if work.losses:
+                    loss = loss + tf.add_n([tf.cast(extra, loss.dtype) for extra in work.losses])
             rnn_paths = list(tracer.rnn_inputs) if tracer else []
             sources = list(variables) + [tracer.rnn_inputs[p] for p in rnn_paths]
             gradients = tape.gradient(loss, sources)

@@ -101,6 +101,7 @@ def test_subclassed_model_is_probed_by_variable_and_restored(keras_module):
     model = Small()
     model(np.zeros((1, 4), "float32"))
     model.compile("adam", "sparse_categorical_crossentropy")
+    optimizer = model.optimizer
     before = [w.copy() for w in model.get_weights()]
     from gradadvisor.loading import Data
 
@@ -112,6 +113,7 @@ def test_subclassed_model_is_probed_by_variable_and_restored(keras_module):
     assert {info.name for info in probe.weighted_layers()} == {"dense", "dense_1"} or len(
         probe.weighted_layers()) == 2
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert model.optimizer is optimizer and optimizer.iterations.numpy() == 0
 
 
 def test_statistics_match_a_naive_gradient_tape_reference(keras_module):
