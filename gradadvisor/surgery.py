@@ -936,15 +936,24 @@ def snippet(setup: Setup, *, model=None) -> str:
             has_recurrent = bool(recurrent)
             if recurrent:
                 recurrent_class = type(recurrent[0]).__name__
+    units = [64, 32]
+    if model is not None and _is_graph_model(model, import_keras()[1]):
+        dense = [layer for _, layer in leaf_layers(model) if hasattr(layer, "units")]
+        rnn = [layer for layer in dense if getattr(layer, "cell", None) is not None]
+        if dense:
+            units[0] = int(dense[0].units)
+        if rnn:
+            units[1] = int(rnn[0].units)
     lines = ["import keras", "from keras import layers", ""]
-    lines += _snippet_layers(setup, recurrent_class, has_recurrent)
+    lines += _snippet_layers(setup, recurrent_class, has_recurrent, units)
     optimizer_lines = _snippet_optimizer(setup, model)
     if optimizer_lines:
         lines += [""] + optimizer_lines
     return "\n".join(lines) + "\n"
 
 
-def _snippet_layers(setup: Setup, recurrent_class: str, has_recurrent: bool) -> list:
+def _snippet_layers(setup: Setup, recurrent_class: str, has_recurrent: bool, units) -> list:
+    """The hidden-block lines; ``units`` are the Dense and recurrent widths to show."""
     init = setup.kernel_initializer
     activation = setup.activation
     normalization = setup.normalization_kind
@@ -957,12 +966,13 @@ def _snippet_layers(setup: Setup, recurrent_class: str, has_recurrent: bool) -> 
         lines += ["# Recurrent models: LayerNormalization after each recurrent layer that returns",
                   "# sequences and after each hidden Dense layer.",
                   "hidden = [",
-                  f"    layers.{recurrent_class}(32, return_sequences=True{recurrent_init}),",
+                  f"    layers.{recurrent_class}({units[1]}, return_sequences=True{recurrent_init}),",
                   "    layers.LayerNormalization(),"]
-        lines += [f"    {line}," for line in _dense_and_activation(init_args, activation)]
+        lines += [f"    {line}," for line in _dense_and_activation(init_args, activation, width=units[0])]
         lines += ["    layers.LayerNormalization(),", "]"]
         return lines
-    block = _dense_and_activation(init_args, activation, split=normalization is not None)
+    block = _dense_and_activation(init_args, activation, split=normalization is not None,
+                                  width=units[0])
     if normalization == "batchnorm_before":
         block.insert(1, "layers.BatchNormalization()")
     elif normalization == "batchnorm_after":
@@ -982,14 +992,15 @@ def _snippet_layers(setup: Setup, recurrent_class: str, has_recurrent: bool) -> 
     return lines
 
 
-def _dense_and_activation(init_args: str, activation: str | None, split: bool = False) -> list:
+def _dense_and_activation(init_args: str, activation: str | None, split: bool = False,
+                          width: int = 64) -> list:
     if activation in _LAYER_ACTIVATIONS:
-        return [f"layers.Dense(64{init_args})", f"layers.{_LAYER_ACTIVATIONS[activation]}()"]
+        return [f"layers.Dense({width}{init_args})", f"layers.{_LAYER_ACTIVATIONS[activation]}()"]
     if split:
-        return [f"layers.Dense(64{init_args})", f'layers.Activation("{activation or "relu"}")']
+        return [f"layers.Dense({width}{init_args})", f'layers.Activation("{activation or "relu"}")']
     if activation is None:
-        return [f"layers.Dense(64{init_args})"]
-    return [f'layers.Dense(64, activation="{activation}"{init_args})']
+        return [f"layers.Dense({width}{init_args})"]
+    return [f'layers.Dense({width}, activation="{activation}"{init_args})']
 
 
 def _snippet_optimizer(setup: Setup, model) -> list:
