@@ -19,6 +19,7 @@ from .errors import GradAdvisorError, OutputError, UsageError
 EXIT_FINDINGS = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
 
 
 class _Progress:
@@ -107,7 +108,8 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
     activations, normalization and clipping for a setup that trains better.
 
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it,
-    2 bad usage or bad input.
+    2 bad usage or bad input, 130 interrupted (Ctrl-C during a search still
+    prints the best trial so far and writes the report).
     """
     from .files import check_output_path
     from .loading import check_model_path
@@ -168,6 +170,9 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
         diagnosis.save_html(report_path, force=force)
         if not quiet:
             click.echo(f"report written to {report_path}", err=True)
+    if diagnosis.recommendation and diagnosis.recommendation.get("interrupted"):
+        click.echo("gradadvisor: search interrupted; the best trial so far is shown above.", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
     if fail_on != "never" and diagnosis.at_least(fail_on):
         ctx.exit(EXIT_FINDINGS)
 
@@ -297,7 +302,7 @@ def main(argv=None) -> int:
         return done.exit_code
     except click.exceptions.Abort:
         click.echo("gradadvisor: interrupted.", err=True)
-        return 130
+        return EXIT_INTERRUPTED
     except click.ClickException as exc:
         if debug:
             raise
@@ -311,7 +316,7 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         click.echo("gradadvisor: interrupted.", err=True)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # a bug: one line, and how to get the details
         if debug:
             raise

@@ -434,8 +434,19 @@ def from_python(x, y, model, source: str = "arrays passed in Python") -> Data:
 
 
 def validate_data(model, x, y, source: str) -> Data:
-    """Check arrays against the model's inputs and loss; return them as :class:`Data`."""
-    specs = input_specs(model)
+    """Check arrays against the model's inputs and loss; return them as :class:`Data`.
+
+    A subclassed model declares no inputs: its arrays are checked for dtype,
+    values and lengths only, and the model itself reports shape mismatches.
+    """
+    if getattr(model, "inputs", None):
+        specs = input_specs(model)
+    else:
+        count = len(x) if isinstance(x, (list, tuple, dict)) else 1
+        names = list(x) if isinstance(x, dict) else [f"input_{i}" for i in range(count)]
+        arrays = list(x.values()) if isinstance(x, dict) else (list(x) if count > 1 or isinstance(x, (list, tuple)) else [x])
+        specs = [(name, tuple(np.shape(a)[1:]), "float32") for name, a in zip(names, arrays)]
+        x = arrays
     if isinstance(x, dict):
         missing = [name for name, _, _ in specs if name not in x]
         if missing:
