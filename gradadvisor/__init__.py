@@ -10,7 +10,11 @@ from ._version import __version__
 __all__ = [
     "__version__",
     "diagnose",
+    "recommend",
     "Diagnosis",
+    "Recommendation",
+    "Setup",
+    "apply_setup",
     "Finding",
     "run_probe",
     "ProbeResult",
@@ -22,10 +26,15 @@ __all__ = [
     "ModelLoadError",
     "RuleError",
     "UsageError",
+    "SurgeryError",
 ]
 
 _LAZY = {
     "diagnose": ("api", "diagnose"),
+    "recommend": ("search", "recommend"),
+    "Recommendation": ("search", "Recommendation"),
+    "Setup": ("surgery", "Setup"),
+    "apply_setup": ("surgery", "apply_setup"),
     "Diagnosis": ("diagnosis", "Diagnosis"),
     "Finding": ("diagnosis", "Finding"),
     "run_probe": ("probe", "run_probe"),
@@ -36,7 +45,8 @@ _LAZY = {
 }
 
 
-from .errors import DataError, GradAdvisorError, ModelLoadError, RuleError, UsageError  # noqa: E402
+from .errors import (DataError, GradAdvisorError, ModelLoadError, RuleError,  # noqa: E402
+                     SurgeryError, UsageError)
 
 
 def __getattr__(name):
