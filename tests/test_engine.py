@@ -1,6 +1,8 @@
 """Rules as data: every rule's examples, malformed files, user overrides, the zoo."""
 
 import json
+
+import numpy as np
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,47 @@ def test_diagnosis_round_trips_through_json(zoo_diagnoses):
     for diagnosis in zoo_diagnoses.values():
         text = diagnosis.to_json()
         assert Diagnosis.from_json(text).to_json() == text
+
+
+def _control(keras, kind):
+    """Hard healthy controls: models that look risky but train well."""
+    layers = keras.layers
+    rng = np.random.default_rng(0)
+    if kind == "shallow-sigmoid":
+        model = keras.Sequential([keras.Input((16,)), layers.Dense(16, activation="sigmoid"),
+                                  layers.Dense(3, activation="softmax")])
+        x = rng.normal(size=(256, 16)).astype("float32")
+        y = np.argmax(x[:, :3], 1)
+    elif kind == "residual-batchnorm":
+        inputs = keras.Input((16,))
+        hidden = layers.Dense(16)(inputs)
+        for _ in range(6):
+            branch = layers.Dense(16)(hidden)
+            branch = layers.BatchNormalization()(branch)
+            branch = layers.Activation("relu")(branch)
+            hidden = layers.Add()([hidden, branch])
+        model = keras.Model(inputs, layers.Dense(3, activation="softmax")(hidden))
+        x = rng.normal(size=(256, 16)).astype("float32")
+        y = np.argmax(x[:, :3], 1)
+    elif kind == "small-cnn":
+        model = keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(8, 3, activation="relu"),
+                                  layers.Conv2D(8, 3, activation="relu"), layers.Flatten(),
+                                  layers.Dense(3, activation="softmax")])
+        x = rng.normal(size=(256, 8, 8, 1)).astype("float32")
+        y = np.argmax(x[:, 0, :3, 0], 1)
+    else:
+        model = keras.Sequential([keras.Input((10, 4)), layers.LSTM(16), layers.Dense(1, activation="sigmoid")])
+        x = rng.normal(size=(256, 10, 4)).astype("float32")
+        y = (x[:, -1, 0] > 0).astype("float32")
+    model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy" if kind == "short-lstm"
+                  else "sparse_categorical_crossentropy")
+    return model, x, y
+
+
+@pytest.mark.parametrize("kind", ["shallow-sigmoid", "residual-batchnorm", "small-cnn", "short-lstm"])
+def test_healthy_controls_get_no_warning_or_error(keras_module, kind):
+    from gradadvisor.api import diagnose
+
+    model, x, y = _control(keras_module, kind)
+    diagnosis = diagnose(model, x, y, steps=30)
+    assert diagnosis.status == "healthy", [f.message for f in diagnosis.findings]
