@@ -28,7 +28,7 @@ CATEGORIES = ("vanishing_gradients", "exploding_gradients", "nonfinite", "dead_u
               "saturated_units", "slow_updates", "large_updates")
 SEVERITIES = ("error", "warning", "info")
 SCOPES = ("model", "layer", "timestep")
-FIXES = ("initializer", "activation", "normalization", "clipping", "learning_rate")
+FIXES = ("initializer", "activation", "normalization", "clipping", "learning_rate", "recurrence")
 LOCATE = ("input_side", "output_side", "largest", "smallest", "nonfinite_origin")
 OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
              "==": operator.eq, "!=": operator.ne}

@@ -248,14 +248,18 @@ def _stat_signal(stat: str, how: str = "median"):
             return None
         if how == "max":
             return float(np.max(values))
+        if how == "late":
+            # Units that die stay dead: the end of the probe says more than its start.
+            return _median(values[-max(1, len(values) // 3):])
         return _median(values)
 
     return compute
 
 
 for _name, _stat, _unit, _how, _doc in [
-    ("dead_fraction", "dead_fraction", "fraction", "median",
-     "Median over steps of the fraction of ReLU units that output zero for the whole batch."),
+    ("dead_fraction", "dead_fraction", "fraction", "late",
+     "Median over the last third of the steps of the fraction of ReLU units that output zero "
+     "for the whole batch (dead units stay dead, so the latest steps count)."),
     ("saturated_fraction", "saturated_fraction", "fraction", "median",
      "Median over steps of the fraction of sigmoid/tanh outputs within 1e-2 of an asymptote."),
     ("update_ratio", "update_ratio", "ratio", "median",

@@ -46,6 +46,10 @@ INITIALIZERS = {
 ACTIVATIONS = ("leaky_relu", "prelu", "relu", "elu", "selu", "gelu", "swish")
 NORMALIZATIONS = ("none", "batchnorm_before", "batchnorm_after", "layernorm")
 CLIPPINGS = ("none", "clipnorm", "clipvalue", "global_clipnorm")
+#: Recurrence schemes: "irnn" gives SimpleRNN layers ReLU units and an identity
+#: recurrent matrix (Le, Jaitly and Hinton, 2015), which carries gradient across
+#: long sequences where tanh units with random recurrent weights lose it.
+RECURRENCES = ("none", "irnn")
 #: The ``layer`` of optimizer-level entries in :func:`describe_changes`.
 OPTIMIZER = "(optimizer)"
 
@@ -87,6 +91,8 @@ class Setup:
             None / ``"none"`` to keep the optimizer's own clipping.
         clip_threshold: The clipping threshold (None means 1.0).
         learning_rate_scale: Factor on the optimizer's learning rate.
+        recurrence: ``"irnn"`` turns SimpleRNN layers into IRNNs (ReLU, identity
+            recurrent initializer); None / ``"none"`` keeps them.
 
     Example:
         >>> setup = Setup(initializer="he_normal", activation="relu",
@@ -101,8 +107,10 @@ class Setup:
     clipping: str | None = None
     clip_threshold: float | None = 1.0
     learning_rate_scale: float = 1.0
+    recurrence: str | None = None
 
     def __post_init__(self):
+        _check_choice("recurrence", self.recurrence, RECURRENCES)
         _check_choice("initializer", self.initializer, tuple(INITIALIZERS))
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
@@ -140,7 +148,12 @@ class Setup:
         """Whether the setup changes nothing at all."""
         return (self.kernel_initializer is None and self.activation is None
                 and self.normalization_kind is None and self.clipping_kind is None
-                and self.learning_rate_scale == 1.0)
+                and self.learning_rate_scale == 1.0 and self.recurrence_kind is None)
+
+    @property
+    def recurrence_kind(self) -> str | None:
+        """The recurrence scheme, with ``"none"`` read as None."""
+        return None if self.recurrence in (None, "none") else self.recurrence
 
     def describe(self) -> str:
         """A short human-readable summary, e.g. ``he_normal init, relu, clipnorm=1``."""
@@ -155,6 +168,8 @@ class Setup:
             parts.append(f"{self.clipping_kind}={self.clip_threshold:g}")
         if self.learning_rate_scale != 1.0:
             parts.append(f"learning rate x{self.learning_rate_scale:g}")
+        if self.recurrence_kind:
+            parts.append(f"{self.recurrence_kind} recurrence")
         return ", ".join(parts) if parts else "the model unchanged"
 
     def to_dict(self) -> dict:
@@ -393,6 +408,7 @@ def _plan(model, setup: "Setup", scope, keras) -> tuple:
     for path, plan in plans.items():
         if path in chosen:
             _plan_initializer(plan, setup, keras)
+            _plan_recurrence(plan, setup, keras)
             if path not in structure.outputs:
                 _plan_activation(plan, setup, names, keras)
     for path, plan in plans.items():
@@ -420,6 +436,21 @@ def _plan_initializer(plan: _LeafPlan, setup: Setup, keras) -> None:
     if plan.initializer_changes:
         plan.edits.update(wanted)
         plan.reinitialise = True
+
+
+def _plan_recurrence(plan: _LeafPlan, setup: Setup, keras) -> None:
+    if setup.recurrence_kind != "irnn" or not isinstance(plan.layer, keras.layers.SimpleRNN):
+        return
+    wanted = {"activation": "relu", "recurrent_initializer": "identity"}
+    current = {"activation": plan.config.get("activation"),
+               "recurrent_initializer": _initializer_class(plan.config.get("recurrent_initializer"), keras)}
+    if current["activation"] != "relu":
+        plan.initializer_changes.append(_entry(plan.path, "activation", current["activation"], "relu"))
+    if current["recurrent_initializer"] != "Identity":
+        plan.initializer_changes.append(
+            _entry(plan.path, "recurrent_initializer", current["recurrent_initializer"], "identity"))
+    plan.edits.update(wanted)
+    plan.reinitialise = True
 
 
 def _find_config_value(config: dict, key: str):
@@ -946,6 +977,10 @@ def snippet(setup: Setup, *, model=None) -> str:
             units[1] = int(rnn[0].units)
     lines = ["import keras", "from keras import layers", ""]
     lines += _snippet_layers(setup, recurrent_class, has_recurrent, units)
+    if setup.recurrence_kind == "irnn":
+        lines += ["# IRNN: ReLU units and an identity recurrent matrix in each SimpleRNN layer.",
+                  f'recurrent = layers.SimpleRNN({units[1]}, activation="relu", '
+                  'recurrent_initializer="identity")']
     optimizer_lines = _snippet_optimizer(setup, model)
     if optimizer_lines:
         lines += [""] + optimizer_lines

@@ -31,6 +31,7 @@ _FIX_LABELS = {
     "normalization": "normalization layers",
     "clipping": "gradient clipping",
     "learning_rate": "a lower learning rate",
+    "recurrence": "an IRNN recurrence (ReLU units, identity recurrent matrix)",
 }
 #: The packages whose versions decide the result: listed even when unknown.
 _ALWAYS_VERSIONED = ("gradadvisor", "tensorflow", "keras", "keras-tuner")

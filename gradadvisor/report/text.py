@@ -10,6 +10,7 @@ _FIX_TEXT = {
     "normalization": "add batch normalization (layer normalization in sequence models)",
     "clipping": "clip gradients on the optimizer (clipnorm or global_clipnorm)",
     "learning_rate": "lower the learning rate",
+    "recurrence": "use ReLU units with an identity recurrent matrix (IRNN) in SimpleRNN layers",
 }
 _COLORS = {"error": "red", "warning": "yellow", "healthy": "green", "info": "cyan"}
 
