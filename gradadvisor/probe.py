@@ -254,6 +254,127 @@ def _is_recurrent(layer, keras) -> bool:
     return isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))
 
 
+# --------------------------------------------------------------------------
+# Per-layer statistics, shared with gradadvisor.callback.GradientMonitor
+
+def layer_weight_stats(tf, variables, gradients, before):
+    """The :data:`WEIGHT_STATS` of one layer, as scalar float32 tensors.
+
+    The probe and :class:`~gradadvisor.callback.GradientMonitor` both call this,
+    so a statistic means the same thing in a probe and during ``fit``.
+
+    Args:
+        tf: The TensorFlow module.
+        variables: The layer's trainable variables, read after the update.
+        gradients: Their gradients, ``None`` for a variable that got none.
+        before: Their values before the update (tensors or variables).
+
+    Returns:
+        ``(stats, square)``: the statistics by name, in :data:`WEIGHT_STATS`
+        order, and the sum of squared gradient entries (for the global norm).
+    """
+    grads = [tf.cast(g if g is not None else tf.zeros_like(v), "float32")
+             for v, g in zip(variables, gradients)]
+    size = float(sum(int(np.prod(v.shape)) for v in variables))
+    square = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
+    weight_sq = tf.add_n([tf.reduce_sum(tf.square(tf.cast(b, "float32"))) for b in before])
+    delta_sq = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, "float32") - tf.cast(b, "float32")))
+                         for v, b in zip(variables, before)])
+    grad_norm = tf.sqrt(square)
+    weight_norm = tf.sqrt(weight_sq)
+    stats = {
+        "grad_norm": grad_norm,
+        "grad_rms": grad_norm / math.sqrt(size),
+        "grad_max_abs": tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(g)) for g in grads])),
+        "weight_norm": weight_norm,
+        "update_ratio": tf.sqrt(delta_sq) / (weight_norm + _EPS),
+        "zero_grad_fraction": tf.add_n(
+            [tf.reduce_sum(tf.cast(tf.equal(g, 0.0), "float32")) for g in grads]) / size,
+        "nonfinite_grads": tf.add_n(
+            [tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(g)), "float32")) for g in grads]),
+    }
+    return stats, square
+
+
+def group_variables(model, keras) -> list:
+    """``[(path, layer, variables)]`` for every leaf layer, input to output, with
+    each trainable variable in exactly one group (shared weights go to the first
+    layer that holds them; variables no layer holds go to ``"(model)"``)."""
+    seen, groups = set(), []
+    walk = list(leaf_layers(model)) if _is_graph_model(model, keras) else [
+        (layer.name, layer) for layer in model.layers]
+    for path, layer in walk:
+        variables = [v for v in layer.trainable_weights if id(v) not in seen]
+        seen.update(id(v) for v in variables)
+        groups.append((path, layer, variables))
+    rest = [v for v in model.trainable_weights if id(v) not in seen]
+    if rest:
+        groups.append(("(model)", None, rest))
+    return groups
+
+
+def describe_layers(model, groups, order, keras) -> list:
+    """:class:`LayerInfo` for each group of :func:`group_variables`.
+
+    Layers are numbered in ``order`` (the paths in call order, as a
+    :class:`_Tracer` records them); layers not in it follow in group order.
+    """
+    position = {path: i for i, path in enumerate(order)}
+    groups = sorted(groups, key=lambda g: position.get(g[0], len(position) + groups.index(g)))
+    output_layer_ids = set()
+    if _is_graph_model(model, keras):
+        from .loading import output_layers
+        output_layer_ids = {id(layer) for layer in output_layers(model)}
+    infos = []
+    for index, (path, layer, variables) in enumerate(groups):
+        class_name = type(layer).__name__ if layer is not None else type(model).__name__
+        shape = None
+        if layer is not None:
+            with contextlib.suppress(Exception):
+                shape = [None if s is None else int(s) for s in layer.output.shape[1:]]
+        infos.append(LayerInfo(
+            name=path, class_name=class_name, index=index,
+            activation=activation_name(layer) if layer is not None else None,
+            num_params=int(sum(int(np.prod(v.shape)) for v in variables)),
+            recurrent=layer is not None and _is_recurrent(layer, keras),
+            is_output=layer is not None and id(layer) in output_layer_ids,
+            kernel_initializer=_initializer_name(layer, "kernel_initializer") if layer is not None else None,
+            recurrent_initializer=(_initializer_name(layer, "recurrent_initializer")
+                                   if layer is not None and _is_recurrent(layer, keras) else None),
+            bias_initializer=_initializer_name(layer, "bias_initializer") if layer is not None else None,
+            output_shape=shape,
+        ))
+    for before, after in zip(infos, infos[1:]):
+        before.next_is_normalization = "Normalization" in after.class_name
+    return infos
+
+
+def activation_stats(tf, output, activation):
+    """The :data:`ACTIVATION_STATS` of one layer output that apply to its activation.
+
+    ``saturated_fraction`` is measured for sigmoid- and tanh-like activations,
+    ``dead_fraction`` for the ReLU family; the other statistics always.
+    """
+    output = tf.cast(output, "float32")
+    finite = tf.math.is_finite(output)
+    safe = tf.where(finite, output, tf.zeros_like(output))
+    stats = {
+        "activation_mean": tf.reduce_mean(safe),
+        "activation_std": tf.math.reduce_std(safe),
+        "nonfinite_activations": tf.reduce_sum(tf.cast(tf.logical_not(finite), "float32")),
+    }
+    if activation in ("sigmoid", "hard_sigmoid"):
+        near = tf.logical_or(safe < 0.01, safe > 0.99)
+        stats["saturated_fraction"] = tf.reduce_mean(tf.cast(near, "float32"))
+    elif activation in SATURATING_ACTIVATIONS:
+        stats["saturated_fraction"] = tf.reduce_mean(tf.cast(tf.abs(safe) > 0.99, "float32"))
+    if activation in RELU_FAMILY and len(output.shape) >= 2:
+        axes = list(range(len(output.shape) - 1))
+        alive = tf.reduce_max(tf.abs(safe), axis=axes) > 0.0
+        stats["dead_fraction"] = 1.0 - tf.reduce_mean(tf.cast(alive, "float32"))
+    return stats
+
+
 def _initializer_name(layer, key: str) -> str | None:
     initializer = getattr(layer, key, None)
     if initializer is None and getattr(layer, "cell", None) is not None:
@@ -279,11 +400,12 @@ def _initializer_name(layer, key: str) -> str | None:
 # The copy
 
 @contextlib.contextmanager
-def _working_copy(model, keras, in_place: bool = False):
+def _working_copy(model, keras, in_place: bool = False, strategy=None):
     """Yield ``(copy, mode)``; the user's model is unchanged afterwards.
 
     ``in_place`` trains ``model`` itself: only for models gradadvisor built
-    (search candidates), whose trained weights the caller wants.
+    (search candidates), whose trained weights the caller wants.  With a
+    ``tf.distribute`` strategy the clone's variables are created in its scope.
     """
     if in_place:
         yield model, "in_place"
@@ -291,7 +413,8 @@ def _working_copy(model, keras, in_place: bool = False):
     clone = None
     if _is_graph_model(model, keras):
         try:
-            clone = keras.models.clone_model(model)
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                clone = keras.models.clone_model(model)
             if [tuple(v.shape) for v in clone.weights] != [tuple(v.shape) for v in model.weights]:
                 clone = None
             else:
@@ -407,7 +530,8 @@ def _batches(data: Data, batch_size: int, seed: int, input_names=()):
 
 def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: int = 32,
               seed: int = 0, progress: Callable[[int, int], None] | None = None,
-              record_activations: bool = True, in_place: bool = False) -> ProbeResult:
+              record_activations: bool = True, in_place: bool = False,
+              strategy="auto") -> ProbeResult:
     """Train a copy of ``model`` for ``steps`` steps and measure every layer.
 
     Args:
@@ -420,6 +544,11 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
         record_activations: Measure layer outputs too (slightly slower).
         in_place: Train ``model`` itself instead of a copy. Only for models
             that are yours to change, such as search candidates.
+        strategy: ``"auto"`` (default) splits each batch across devices with
+            ``tf.distribute.MirroredStrategy`` when several are visible (or
+            uses the strategy whose scope is active), a
+            ``tf.distribute.Strategy`` to use that one, or None for one device.
+            See :mod:`gradadvisor.mirrored`; the numbers are the same.
 
     Returns:
         A :class:`ProbeResult`.
@@ -441,14 +570,22 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
             f"The batch size {batch_size} is larger than the data ({data.num_samples} samples). "
             f"Pass --batch-size {data.num_samples} or less."
         )
+    from .mirrored import MirroredProbe, replicas_note, resolve_strategy, usable_strategy
+
+    strategy = resolve_strategy(strategy)
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
-    with _working_copy(model, keras, in_place) as (work, copy_mode):
+    with _working_copy(model, keras, in_place, strategy) as (work, copy_mode):
         loss_choice = resolve_loss(model, data.y if data.y is not None and not isinstance(data.y, list) else None)
-        optimizer, optimizer_inferred = _fresh_optimizer(model, keras)
+        strategy, strategy_note = usable_strategy(strategy, work, batch_size)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            optimizer, optimizer_inferred = _fresh_optimizer(model, keras)
         loss_fn = make_loss_function(loss_choice.loss, keras)
-        result = _Probe(work, tf, keras, record_activations, loss_fn, optimizer).run(
-            data, steps, batch_size, seed, progress)
+        if strategy is None:
+            probe = _Probe(work, tf, keras, record_activations, loss_fn, optimizer)
+        else:
+            probe = MirroredProbe(work, tf, keras, record_activations, loss_fn, optimizer, strategy=strategy)
+        result = probe.run(data, steps, batch_size, seed, progress)
     result.update(
         model_name=model.name, model_class=type(model).__name__,
         num_params=int(sum(np.prod(v.shape) for v in model.trainable_weights)),
@@ -462,6 +599,10 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
                      "from its output layer.")
     if optimizer_inferred:
         notes.append("The model has no optimizer: Adam with learning rate 1e-3 was used.")
+    if strategy_note:
+        notes.append(strategy_note)
+    elif strategy is not None:
+        notes.append(replicas_note(strategy))
     return ProbeResult(**result)
 
 
@@ -478,19 +619,7 @@ class _Probe:
         self.order: list = []
 
     def _group_variables(self):
-        """``[(path, layer, variables)]`` with each trainable variable in one group."""
-        keras = self.keras
-        seen, groups = set(), []
-        walk = list(leaf_layers(self.work)) if _is_graph_model(self.work, keras) else [
-            (layer.name, layer) for layer in self.work.layers]
-        for path, layer in walk:
-            variables = [v for v in layer.trainable_weights if id(v) not in seen]
-            seen.update(id(v) for v in variables)
-            groups.append((path, layer, variables))
-        rest = [v for v in self.work.trainable_weights if id(v) not in seen]
-        if rest:
-            groups.append(("(model)", None, rest))
-        return groups
+        return group_variables(self.work, self.keras)
 
     def _step_function(self):
         tf, keras, work = self.tf, self.keras, self.work
@@ -504,20 +633,7 @@ class _Probe:
 
         def step(x, y):
             self.layout, self.timestep_layout = [], []
-            tracer = None
-            with tf.GradientTape() as tape:
-                if self.record_activations:
-                    tracer = _Tracer(keras, watch=tape.watch)
-                    y_pred = tracer.run(work, x, training=True)
-                else:
-                    y_pred = work(x[0] if len(x) == 1 else x, training=True)
-                loss = self.loss_fn(y, y_pred)
-                if work.losses:
-                    loss = loss + tf.add_n([tf.cast(extra, loss.dtype) for extra in work.losses])
-            rnn_paths = list(tracer.rnn_inputs) if tracer else []
-            sources = list(variables) + [tracer.rnn_inputs[p] for p in rnn_paths]
-            gradients = tape.gradient(loss, sources)
-            variable_grads = gradients[:len(variables)]
+            loss, variable_grads, order, outputs, rnn_grads = self._gradients(x, y)
             by_id = {id(v): g for v, g in zip(variables, variable_grads)}
             before = {id(v): tf.identity(v) for v in variables}
             optimizer.apply(
@@ -529,37 +645,18 @@ class _Probe:
             for path, _, group in groups:
                 if not group:
                     continue
-                grads = [tf.cast(by_id[id(v)] if by_id[id(v)] is not None else tf.zeros_like(v), "float32")
-                         for v in group]
-                size = float(sum(int(np.prod(v.shape)) for v in group))
-                square = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
+                stats, square = layer_weight_stats(
+                    tf, group, [by_id[id(v)] for v in group], [before[id(v)] for v in group])
                 total_sq = total_sq + square
-                weight_sq = tf.add_n([tf.reduce_sum(tf.square(tf.cast(before[id(v)], "float32")))
-                                      for v in group])
-                delta_sq = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, "float32") - tf.cast(before[id(v)], "float32")))
-                                     for v in group])
-                grad_norm = tf.sqrt(square)
-                weight_norm = tf.sqrt(weight_sq)
-                stats = {
-                    "grad_norm": grad_norm,
-                    "grad_rms": grad_norm / math.sqrt(size),
-                    "grad_max_abs": tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(g)) for g in grads])),
-                    "weight_norm": weight_norm,
-                    "update_ratio": tf.sqrt(delta_sq) / (weight_norm + _EPS),
-                    "zero_grad_fraction": tf.add_n(
-                        [tf.reduce_sum(tf.cast(tf.equal(g, 0.0), "float32")) for g in grads]) / size,
-                    "nonfinite_grads": tf.add_n(
-                        [tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(g)), "float32")) for g in grads]),
-                }
                 for name, value in stats.items():
                     self.layout.append((path, name))
                     values.append(value)
             values.append(tf.sqrt(total_sq))
             self.layout.append(("", "global_grad_norm"))
-            if tracer is not None:
-                self.order = list(tracer.order)
-                for path in tracer.order:
-                    output = tracer.outputs[path]
+            if order is not None:
+                self.order = list(order)
+                for path in order:
+                    output = outputs.get(path)
                     if not isinstance(output, tf.Tensor) or not output.dtype.is_floating:
                         continue
                     layer = self._layer_by_path(path)
@@ -567,7 +664,7 @@ class _Probe:
                         self.layout.append((path, name))
                         values.append(value)
             timestep_values = []
-            for path, grad in zip(rnn_paths, gradients[len(variables):]):
+            for path, grad in rnn_grads.items():
                 if grad is None:
                     continue
                 grad = tf.cast(grad, "float32")
@@ -583,6 +680,36 @@ class _Probe:
         # control flow: one trace, without autograph, keeps start-up close to fit().
         return tf.function(step, autograph=False)
 
+    def _gradients(self, x, y):
+        """One forward and backward pass on the batch, before the update.
+
+        Returns:
+            ``(loss, variable_gradients, order, outputs, rnn_gradients)``: the
+            gradients in ``work.trainable_weights`` order (None where a
+            variable got none); the layer paths in call order and their
+            outputs by path (None, None without activation recording); and
+            d loss / d input of each recurrent layer by path.
+        """
+        tf, keras, work = self.tf, self.keras, self.work
+        variables = work.trainable_weights
+        tracer = None
+        with tf.GradientTape() as tape:
+            if self.record_activations:
+                tracer = _Tracer(keras, watch=tape.watch)
+                y_pred = tracer.run(work, x, training=True)
+            else:
+                y_pred = work(x[0] if len(x) == 1 else x, training=True)
+            loss = self.loss_fn(y, y_pred)
+            if work.losses:
+                loss = loss + tf.add_n([tf.cast(extra, loss.dtype) for extra in work.losses])
+        rnn_paths = list(tracer.rnn_inputs) if tracer else []
+        sources = list(variables) + [tracer.rnn_inputs[p] for p in rnn_paths]
+        gradients = tape.gradient(loss, sources)
+        if tracer is None:
+            return loss, gradients[:len(variables)], None, None, {}
+        return (loss, gradients[:len(variables)], tracer.order, tracer.outputs,
+                dict(zip(rnn_paths, gradients[len(variables):])))
+
     def _layer_by_path(self, path):
         for name, layer, _ in self.groups:
             if name == path:
@@ -590,25 +717,7 @@ class _Probe:
         return None
 
     def _activation_stats(self, output, activation):
-        tf = self.tf
-        output = tf.cast(output, "float32")
-        finite = tf.math.is_finite(output)
-        safe = tf.where(finite, output, tf.zeros_like(output))
-        stats = {
-            "activation_mean": tf.reduce_mean(safe),
-            "activation_std": tf.math.reduce_std(safe),
-            "nonfinite_activations": tf.reduce_sum(tf.cast(tf.logical_not(finite), "float32")),
-        }
-        if activation in ("sigmoid", "hard_sigmoid"):
-            near = tf.logical_or(safe < 0.01, safe > 0.99)
-            stats["saturated_fraction"] = tf.reduce_mean(tf.cast(near, "float32"))
-        elif activation in SATURATING_ACTIVATIONS:
-            stats["saturated_fraction"] = tf.reduce_mean(tf.cast(tf.abs(safe) > 0.99, "float32"))
-        if activation in RELU_FAMILY and len(output.shape) >= 2:
-            axes = list(range(len(output.shape) - 1))
-            alive = tf.reduce_max(tf.abs(safe), axis=axes) > 0.0
-            stats["dead_fraction"] = 1.0 - tf.reduce_mean(tf.cast(alive, "float32"))
-        return stats
+        return activation_stats(self.tf, output, activation)
 
     def run(self, data, steps, batch_size, seed, progress):
         tf = self.tf
@@ -683,33 +792,6 @@ class _Probe:
     def _layer_infos(self):
         if getattr(self, "_infos", None) is not None and self._infos_order == self.order:
             return self._infos
-        keras = self.keras
-        order = {path: i for i, path in enumerate(self.order)}
-        groups = sorted(self.groups, key=lambda g: order.get(g[0], len(order) + self.groups.index(g)))
-        output_layer_ids = set()
-        if _is_graph_model(self.work, keras):
-            from .loading import output_layers
-            output_layer_ids = {id(layer) for layer in output_layers(self.work)}
-        infos = []
-        for index, (path, layer, variables) in enumerate(groups):
-            class_name = type(layer).__name__ if layer is not None else type(self.work).__name__
-            shape = None
-            if layer is not None:
-                with contextlib.suppress(Exception):
-                    shape = [None if s is None else int(s) for s in layer.output.shape[1:]]
-            infos.append(LayerInfo(
-                name=path, class_name=class_name, index=index,
-                activation=activation_name(layer) if layer is not None else None,
-                num_params=int(sum(int(np.prod(v.shape)) for v in variables)),
-                recurrent=layer is not None and _is_recurrent(layer, keras),
-                is_output=layer is not None and id(layer) in output_layer_ids,
-                kernel_initializer=_initializer_name(layer, "kernel_initializer") if layer is not None else None,
-                recurrent_initializer=(_initializer_name(layer, "recurrent_initializer")
-                                       if layer is not None and _is_recurrent(layer, keras) else None),
-                bias_initializer=_initializer_name(layer, "bias_initializer") if layer is not None else None,
-                output_shape=shape,
-            ))
-        for before, after in zip(infos, infos[1:]):
-            before.next_is_normalization = "Normalization" in after.class_name
+        infos = describe_layers(self.work, self.groups, self.order, self.keras)
         self._infos, self._infos_order = infos, list(self.order)
         return infos
