@@ -11,6 +11,7 @@ __all__ = [
     "__version__",
     "diagnose",
     "recommend",
+    "GradientMonitor",
     "Diagnosis",
     "Recommendation",
     "Setup",
@@ -32,6 +33,7 @@ __all__ = [
 _LAZY = {
     "diagnose": ("api", "diagnose"),
     "recommend": ("search", "recommend"),
+    "GradientMonitor": ("callback", "GradientMonitor"),
     "Recommendation": ("search", "Recommendation"),
     "Setup": ("surgery", "Setup"),
     "apply_setup": ("surgery", "apply_setup"),
