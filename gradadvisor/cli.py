@@ -89,7 +89,11 @@ def main_group(ctx, debug):
 @click.option("--trial-steps", type=click.IntRange(min=2, max=100000), default=60, show_default=True, help="Search budget: training steps per candidate.")
 @click.option("--time-budget", type=click.FloatRange(min=1.0), default=None, help="Search budget: stop starting new trials after this many seconds.")
 @click.option("--tuner", type=click.Choice(["bayesian", "random", "hyperband"]), default="bayesian", show_default=True, help="Keras Tuner search algorithm.")
-@click.option("--tuner-dir", metavar="DIR", help="Keep Keras Tuner's files here (default: a temporary folder, removed afterwards).")
+@click.option("--tuner-dir", metavar="DIR", help="Keep Keras Tuner's files here (default: a temporary folder, removed afterwards). Required with --distributed: a folder shared by the chief and every worker.")
+@click.option("--distributed", type=click.Choice(["chief", "worker"]), default=None, help="Run the search across processes with Keras Tuner's chief/worker mode: the chief serves the oracle, then ranks, confirms and reports; workers run trials. Run the same command everywhere, changing only this option.")
+@click.option("--oracle-address", metavar="HOST:PORT", help="With --distributed: where the chief listens and workers connect (sets KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT; default: those variables).")
+@click.option("--tuner-id", metavar="ID", help="With --distributed: this process's Keras Tuner id (default: KERASTUNER_TUNER_ID, else 'chief' or 'worker-HOST-PID'). Reuse a dead worker's id to rerun its trial.")
+@click.option("--oracle-timeout", type=click.FloatRange(min=1.0), default=600.0, show_default=True, help="With --distributed: seconds a worker waits for the chief's oracle (and each of its answers), and the chief for a first worker.")
 @click.option("--rules", "rules_dirs", metavar="DIR", multiple=True, help="Folder of extra rule files; they add or replace built-in rules by id. Repeatable.")
 @click.option("--select", metavar="IDS", help="Only run these rule ids (comma-separated).")
 @click.option("--ignore", metavar="IDS", help="Skip these rule ids (comma-separated).")
@@ -100,6 +104,7 @@ def main_group(ctx, debug):
 @click.pass_context
 def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_format, report_path,
              fail_on, search, save_fixed, max_trials, trial_steps, time_budget, tuner, tuner_dir,
+             distributed, oracle_address, tuner_id, oracle_timeout,
              rules_dirs, select, ignore, unsafe_load, custom_objects, force, quiet):
     """Probe MODEL (a .keras file) with real training steps and diagnose its gradients.
 
@@ -110,6 +115,12 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it,
     2 bad usage or bad input, 130 interrupted (Ctrl-C during a search still
     prints the best trial so far and writes the report).
+
+    Distributed search: start 'gradadvisor diagnose ... --distributed chief
+    --oracle-address HOST:PORT --tuner-dir SHARED' once, and the same command
+    with '--distributed worker' on each machine.  Workers exit 0 once the
+    search is over, saying on stderr which trials they ran; only the chief
+    prints the result and writes --report and --save-fixed.
     """
     from .files import check_output_path
     from .loading import check_model_path
@@ -122,9 +133,11 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
         get_example(example)
     else:
         check_model_path(model)
-    if report_path:
+    cluster = _check_distributed(distributed, oracle_address, tuner_id, oracle_timeout, search, tuner_dir)
+    worker = cluster is not None and cluster.role == "worker"
+    if report_path and not worker:
         check_output_path(report_path, force=force, suffix=".html")
-    if save_fixed:
+    if save_fixed and not worker:
         check_output_path(save_fixed, force=force, suffix=".keras")
     if tuner_dir:
         from pathlib import Path
@@ -154,7 +167,11 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
         x = validate_data(target_model, x, y, source=source)
         y = None
     search_options = dict(max_trials=max_trials, trial_steps=trial_steps, time_budget=time_budget,
-                          tuner=tuner, tuner_dir=tuner_dir, save_fixed=save_fixed, force=force)
+                          tuner=tuner, tuner_dir=tuner_dir, save_fixed=None if worker else save_fixed,
+                          force=force)
+    if cluster is not None:
+        search_options.update(distributed=cluster.role, oracle_address=cluster.address,
+                              tuner_id=cluster.tuner_id, oracle_timeout=cluster.timeout)
     diagnosis = run_diagnosis(
         target_model, x, y, data=data, target=target, steps=steps, batch_size=batch_size,
         seed=seed, rules_dirs=rules_dirs, select=select_ids, ignore=ignore_ids, search=search,
@@ -162,6 +179,8 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
         progress=progress, command=command)
     if example is not None:
         diagnosis.model_path = f"example:{example}"
+    if worker:
+        ctx.exit(_worker_done(cluster, diagnosis.recommendation))
     if output_format == "json":
         click.echo(diagnosis.to_json())
     else:
@@ -175,6 +194,47 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
         ctx.exit(EXIT_INTERRUPTED)
     if fail_on != "never" and diagnosis.at_least(fail_on):
         ctx.exit(EXIT_FINDINGS)
+
+
+def _check_distributed(distributed, oracle_address, tuner_id, oracle_timeout, search, tuner_dir):
+    """The distributed settings, checked before TensorFlow loads; None for a local search."""
+    from .distributed import check_can_listen, resolve_cluster
+
+    if distributed is None:
+        if oracle_address is not None or tuner_id is not None:
+            given = "--oracle-address" if oracle_address is not None else "--tuner-id"
+            raise UsageError(f"{given} only applies to a distributed search. Add --distributed chief or "
+                             "--distributed worker.")
+        return None
+    if not search:
+        raise UsageError(f"--distributed {distributed} runs a search, but --no-search turns it off. Drop one "
+                         "of them.")
+    if not tuner_dir:
+        raise UsageError(f"--distributed {distributed} needs --tuner-dir DIR, a folder shared by the chief and "
+                         "every worker (for example on NFS).")
+    cluster = resolve_cluster(distributed, oracle_address, tuner_id, oracle_timeout)
+    if cluster.role == "chief":
+        check_can_listen(cluster)
+    return cluster
+
+
+def _worker_done(cluster, recommendation) -> int:
+    """A worker's one line on stderr once the search is over, and its exit code."""
+    prefix = f"gradadvisor: worker {cluster.tuner_id}"
+    if recommendation is None:
+        click.echo(f"{prefix}: the diagnosis found nothing to search, so it ran no trials.", err=True)
+        return 0
+    ran = (recommendation.get("distributed") or {}).get("trials_by_worker", {}).get(cluster.tuner_id, [])
+    trials = f"trial(s) {', '.join(ran)}" if ran else "no trials"
+    if recommendation.get("interrupted"):
+        click.echo(f"{prefix}: interrupted after {trials} for the oracle at {cluster.address}.", err=True)
+        return EXIT_INTERRUPTED
+    if not recommendation.get("dimensions"):
+        click.echo(f"{prefix}: {recommendation.get('reason', '')} It ran no trials.", err=True)
+        return 0
+    click.echo(f"{prefix} ran {trials} for the oracle at {cluster.address}; the chief prints the result.",
+               err=True)
+    return 0
 
 
 @main_group.group(invoke_without_command=True)

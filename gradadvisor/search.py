@@ -10,16 +10,26 @@ finite score instead of NaN, so the tuner never stops on it.
 The best setup is then confirmed: the original and the recommended model train
 the same way (same seed, steps and held-out split), and the setup is
 recommended only if it is healthier and reaches a lower held-out loss.
+
+Each trial's measurements are written as a :class:`TrialRecord` into the
+trial's folder of the tuner directory, and the ranking reads them back from
+there.  A local search and a distributed one (Keras Tuner's chief/worker mode,
+see :mod:`gradadvisor.distributed`), whose chief runs no trial itself, thus
+rank, confirm and save through the same code.  With several devices visible,
+candidates are built and trained under a ``tf.distribute.MirroredStrategy``
+(see :mod:`gradadvisor.mirrored`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import shutil
 import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -85,6 +95,9 @@ def search_space(diagnosis, model) -> list:
         dimensions.append(Dimension("clipping", ["none", "global_clipnorm", "clipnorm", "clipvalue"],
                                     opened["clipping"], "global_clipnorm"))
         dimensions.append(Dimension("clip_threshold", CLIP_THRESHOLDS, opened["clipping"], 1.0))
+    simple_rnn = any(isinstance(layer, keras.layers.SimpleRNN) for layer in layers)
+    if "recurrence" in opened and simple_rnn:
+        dimensions.append(Dimension("recurrence", ["none", "irnn"], opened["recurrence"], "irnn"))
     if "learning_rate" in opened:
         default = 0.1 if categories & {"exploding_gradients", "nonfinite", "large_updates"} else 1.0
         dimensions.append(Dimension("learning_rate_scale", LEARNING_RATE_SCALES, opened["learning_rate"], default))
@@ -134,7 +147,8 @@ def setup_from_values(values: dict):
         initializer=pick("initializer"), activation=pick("activation"),
         normalization=pick("normalization"), clipping=clipping,
         clip_threshold=float(values["clip_threshold"]) if clipping and "clip_threshold" in values else None,
-        learning_rate_scale=float(values.get("learning_rate_scale", 1.0)))
+        learning_rate_scale=float(values.get("learning_rate_scale", 1.0)),
+        recurrence=pick("recurrence"))
 
 
 # --------------------------------------------------------------------------
@@ -231,17 +245,21 @@ class RunResult:
 
 
 def train_and_measure(model, train: Data, val: Data, *, steps: int, batch_size: int, seed: int,
-                      rules: dict, in_place: bool, loss, kind: str) -> RunResult:
-    """Train ``model`` (or a copy) for ``steps`` probe steps, then evaluate it."""
+                      rules: dict, in_place: bool, loss, kind: str, strategy=None) -> RunResult:
+    """Train ``model`` (or a copy) for ``steps`` probe steps, then evaluate it.
+
+    With a ``tf.distribute`` strategy, an in-place ``model`` must have been
+    built in its scope; a copy is made in it.
+    """
     from .diagnosis import Diagnosis
     from .engine import evaluate
     from .probe import _working_copy, make_loss_function, run_probe
 
     tf, keras = import_keras()
     started = time.perf_counter()
-    with _working_copy(model, keras, in_place) as (work, _):
+    with _working_copy(model, keras, in_place, strategy) as (work, _):
         probe = run_probe(work, train, steps=steps, batch_size=min(batch_size, train.num_samples),
-                          seed=seed, in_place=True)
+                          seed=seed, in_place=True, strategy=strategy)
         findings = evaluate(probe, rules)
         status = Diagnosis(probe=probe, findings=findings).status
         if probe.nonfinite:
@@ -254,6 +272,91 @@ def train_and_measure(model, train: Data, val: Data, *, steps: int, batch_size: 
 
 
 # --------------------------------------------------------------------------
+# Trial records: what each trial measured, kept in the tuner directory
+
+RECORD_FILE = "gradadvisor_trial.json"
+RECORD_SCHEMA = "gradadvisor.trial/1"
+
+
+@dataclasses.dataclass
+class TrialRecord:
+    """One finished trial, as the process that ran it wrote it into its folder.
+
+    Attributes:
+        trial: Keras Tuner's trial id.
+        values: The hyperparameter values tried.
+        score: The objective (lower is better; :data:`DIVERGED_SCORE` for a
+            candidate that diverged).
+        status: ``healthy``, ``warning``, ``error`` or ``diverged``.
+        val_loss, val_metric: Held-out loss and accuracy (None if diverged or
+            not a classifier).
+        findings: The ids of the rules that fired on the candidate.
+        seconds: How long the trial took.
+        worker: The Keras Tuner id of the process that ran it (``tuner0`` in a
+            local search).
+    """
+
+    trial: str
+    values: dict
+    score: float
+    status: str
+    val_loss: float | None
+    val_metric: float | None
+    findings: list
+    seconds: float
+    worker: str
+
+    @classmethod
+    def from_run(cls, trial_id: str, values: dict, result: RunResult, worker: str) -> "TrialRecord":
+        return cls(str(trial_id), dict(values), float(result.score), result.status, result.val_loss,
+                   result.val_metric, sorted({f.rule for f in result.findings}), float(result.seconds), worker)
+
+    def to_dict(self) -> dict:
+        from .probe import _jsonable
+
+        return _jsonable(dict(dataclasses.asdict(self), schema=RECORD_SCHEMA))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrialRecord":
+        from .probe import _restore_floats
+
+        data = _restore_floats(dict(data))
+        data.pop("schema", None)
+        return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)})
+
+
+def write_record(trial_dir, record: TrialRecord) -> None:
+    """Write ``record`` into its trial's folder, atomically (the chief may be reading)."""
+    from .files import write_text_atomic
+
+    write_text_atomic(Path(trial_dir) / RECORD_FILE, json.dumps(record.to_dict(), indent=1))
+
+
+def read_records(project_dir) -> list:
+    """Every :class:`TrialRecord` under a Keras Tuner project folder, in trial order."""
+    records = []
+    for path in Path(project_dir).glob(f"trial_*/{RECORD_FILE}"):
+        records.append(TrialRecord.from_dict(json.loads(path.read_text(encoding="utf-8"))))
+    return sorted(records, key=lambda r: (len(r.trial), r.trial))
+
+
+def search_settings(model, train: Data, val: Data, *, dimensions, seed, batch_size, trial_steps, tuner,
+                    rules) -> dict:
+    """What must be equal in every process of a distributed search for its trials to compare."""
+    from .distributed import fingerprint
+
+    def arrays(data):
+        return list(data.x) + (data.y if isinstance(data.y, list) else [data.y])
+
+    return {
+        "model": f"{model.name}:{fingerprint([v.numpy() for v in model.weights])}",
+        "data": fingerprint(arrays(train) + arrays(val)),
+        "seed": seed, "batch_size": batch_size, "trial_steps": trial_steps, "tuner": tuner,
+        "rules": sorted(rules), "dimensions": [d.to_dict() for d in dimensions],
+    }
+
+
+# --------------------------------------------------------------------------
 # Keras Tuner
 
 def _tuner_classes():
@@ -262,64 +365,97 @@ def _tuner_classes():
     class SetupHyperModel(keras_tuner.HyperModel):
         """Builds the rewritten model a set of hyperparameters describes."""
 
-        def __init__(self, model, dimensions):
+        def __init__(self, model, dimensions, strategy=None):
             super().__init__(name="gradadvisor_setup")
-            self.model, self.dimensions = model, dimensions
+            self.model, self.dimensions, self.strategy = model, dimensions, strategy
 
         def declare(self, hp):
             for dimension in self.dimensions:
                 hp.Choice(dimension.name, dimension.values, default=dimension.default)
 
         def build(self, hp):
+            from .mirrored import scope
             from .surgery import apply_setup
 
             self.declare(hp)
             try:
-                return apply_setup(self.model, setup_from_values(hp.values))
+                with scope(self.strategy):
+                    return apply_setup(self.model, setup_from_values(hp.values))
             except SurgeryError as exc:
                 raise keras_tuner.errors.FailedTrialError(str(exc)) from None
 
-    class StartsMixin:
-        """Serve the expert starting setups before the oracle's own choices."""
+    class SearchOracle:
+        """The oracle's additions, wherever it runs (a local search, or the chief).
+
+        Serves the expert starting setups before its own choices, stops
+        handing out trials once the time budget is spent, reports progress as
+        trials end, and notes when it first told a tuner to stop.
+        """
+
+        starts: list = []
+        deadline: float | None = None
+        on_end: Callable | None = None
+        stop_seen: bool = False
 
         def populate_space(self, trial_id):
+            if self.deadline is not None and time.perf_counter() > self.deadline:
+                return {"status": "STOPPED"}
             while self.starts:
                 values = self.starts.pop(0)
                 if not self._duplicate(values):
                     return {"status": "RUNNING", "values": values}
             return super().populate_space(trial_id)
 
-    class Bayesian(StartsMixin, keras_tuner.oracles.BayesianOptimizationOracle):
+        # Synchronized like the methods they extend: a chief's oracle answers
+        # workers from a gRPC thread while the main thread watches it.
+        @keras_tuner.synchronized
+        def create_trial(self, tuner_id):
+            trial = super().create_trial(tuner_id)
+            if trial.status == "STOPPED":
+                self.stop_seen = True
+            return trial
+
+        @keras_tuner.synchronized
+        def end_trial(self, trial):
+            super().end_trial(trial)
+            if self.on_end:
+                self.on_end(self)
+
+    class Bayesian(SearchOracle, keras_tuner.oracles.BayesianOptimizationOracle):
         pass
 
-    class Random(StartsMixin, keras_tuner.oracles.RandomSearchOracle):
+    class Random(SearchOracle, keras_tuner.oracles.RandomSearchOracle):
         pass
 
-    class Hyperband(keras_tuner.oracles.HyperbandOracle):
-        starts: list = []
+    class Hyperband(SearchOracle, keras_tuner.oracles.HyperbandOracle):
+        pass
 
     class ProbeTuner(keras_tuner.Tuner):
-        """Runs each trial by training the candidate and re-probing it."""
+        """Runs each trial by training the candidate and re-probing it.
 
-        def __init__(self, *args, runner=None, deadline=None, on_trial=None, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.runner, self.deadline, self.on_trial = runner, deadline, on_trial
+        Each trial's :class:`TrialRecord` goes into the trial's folder (and
+        into ``records``, for this process's own progress and summary).
+        """
+
+        def __init__(self, oracle, *args, runner=None, on_trial=None, **kwargs):
+            # A worker's oracle becomes a gRPC client below, which only forwards
+            # a few attributes; Hyperband's epoch budget is read here.
+            self.max_epochs = max(getattr(oracle, "max_epochs", 1) or 1, 1)
+            super().__init__(oracle, *args, **kwargs)
+            self.runner, self.on_trial = runner, on_trial
             self.records = {}
-
-        def pre_create_trial(self):
-            # The time budget: once spent, tell the oracle it has run its last trial.
-            if self.deadline is not None and time.perf_counter() > self.deadline:
-                self.oracle.max_trials = len(self.oracle.trials)
 
         def run_trial(self, trial, *args, **kwargs):
             hp = trial.hyperparameters
             candidate = self.hypermodel.build(hp)
             fraction = 1.0
             if "tuner/epochs" in hp.values:
-                fraction = hp.values["tuner/epochs"] / max(self.oracle.max_epochs, 1)
+                fraction = hp.values["tuner/epochs"] / self.max_epochs
             result = self.runner(candidate, fraction)
-            self.records[trial.trial_id] = (dict(hp.values), result)
-            return {OBJECTIVE: float(result.score)}
+            record = TrialRecord.from_run(trial.trial_id, hp.values, result, self.tuner_id)
+            write_record(self.get_trial_dir(trial.trial_id), record)
+            self.records[trial.trial_id] = record
+            return {OBJECTIVE: record.score}
 
         def on_trial_end(self, trial):
             super().on_trial_end(trial)
@@ -355,8 +491,12 @@ class Recommendation:
         fixed_model: The rewritten, freshly initialised, compiled model.
         fixed_model_path: Where it was saved, if asked.
         fixed_status: The diagnosis status of the fixed model.
-        budget: The budget and the time used.
+        budget: The budget and the time used (``search_seconds``: the
+            trials alone).
         interrupted: True when the search was stopped by Ctrl-C.
+        distributed: None for a local search; for a distributed one the
+            process's ``role``, the ``oracle`` address, its ``tuner_id`` and
+            the trial ids each worker ran (``trials_by_worker``).
     """
 
     recommended: bool
@@ -372,6 +512,7 @@ class Recommendation:
     fixed_status: str | None = None
     budget: dict = dataclasses.field(default_factory=dict)
     interrupted: bool = False
+    distributed: dict | None = None
 
     def to_dict(self) -> dict:
         from .probe import _jsonable
@@ -382,7 +523,7 @@ class Recommendation:
             "dimensions": [d.to_dict() for d in self.dimensions], "trials": self.trials,
             "changes": self.changes, "snippet": self.snippet, "confirmation": self.confirmation,
             "fixed_model_path": self.fixed_model_path, "fixed_status": self.fixed_status,
-            "budget": self.budget, "interrupted": self.interrupted,
+            "budget": self.budget, "interrupted": self.interrupted, "distributed": self.distributed,
         })
 
 
@@ -390,7 +531,8 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
               max_trials: int = 10, trial_steps: int = 60, confirm_steps: int | None = None,
               time_budget: float | None = None, tuner: str = "bayesian", tuner_dir=None,
               save_fixed=None, force: bool = False, rules=None, progress: Callable | None = None,
-              steps: int = 30):
+              steps: int = 30, distributed: str | None = None, oracle_address: str | None = None,
+              tuner_id: str | None = None, oracle_timeout: float = 600.0):
     """Search for the setup that trains ``model`` best, and prove it.
 
     Args:
@@ -404,17 +546,33 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
         confirm_steps: Steps of the confirmation run (default 2 x trial_steps).
         tuner: ``bayesian`` (default), ``random`` or ``hyperband``.
         tuner_dir: Keep Keras Tuner's files here; default a temporary folder
-            that is removed afterwards.
+            that is removed afterwards.  Required, and shared by every
+            process, in a distributed search.
         save_fixed: Write the recommended model here (``.keras``), atomically.
         force: Replace ``save_fixed`` if it exists.
         rules: Rules to judge candidates with (default: the built-in rules).
         progress: Called as ``progress(stage, done, total, text)``.
+        distributed: None for a search in this process; ``"chief"`` to serve
+            Keras Tuner's oracle and, once the workers are done, rank, confirm
+            and save as a local search does; ``"worker"`` to run trials for a
+            chief (the result then only lists this worker's trials).  Every
+            process must be given the same model, data, seed and budget.
+        oracle_address: ``HOST:PORT`` where the chief listens and workers
+            connect (default: ``KERASTUNER_ORACLE_IP``/``KERASTUNER_ORACLE_PORT``).
+        tuner_id: This process's Keras Tuner id (default: ``KERASTUNER_TUNER_ID``,
+            else ``chief`` or ``worker-HOST-PID``).
+        oracle_timeout: Seconds a worker waits for the chief (and each of its
+            answers), and the chief for a first worker.
 
     Returns:
         A :class:`Recommendation`; ``.fixed_model`` is ready to ``fit``.
 
     Raises:
         SurgeryError: for a subclassed model, which cannot be rewritten.
+        UsageError: bad distributed settings, or a worker whose settings differ
+            from its chief's.
+        OracleUnreachableError: a worker cannot reach its chief, or the chief
+            gets no worker, within ``oracle_timeout``.
 
     Example:
         >>> rec = gradadvisor.recommend(model, x, y, max_trials=6)
@@ -422,8 +580,10 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
         >>> rec.fixed_model.fit(x, y)
     """
     from .api import prepare
+    from .distributed import check_can_listen, resolve_cluster
     from .engine import evaluate, load_rules
     from .files import atomic_output, check_output_path
+    from .mirrored import resolve_strategy, scope
     from .probe import _is_graph_model, run_probe
     from .diagnosis import Diagnosis
     from .surgery import apply_setup, describe_changes, snippet
@@ -431,6 +591,12 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
     tf, keras = import_keras()
     if tuner not in ("bayesian", "random", "hyperband"):
         raise UsageError(f"The 'tuner' parameter must be bayesian, random or hyperband. Got {tuner!r} instead.")
+    cluster = resolve_cluster(distributed, oracle_address, tuner_id, oracle_timeout)
+    if cluster is not None and tuner_dir is None:
+        raise UsageError(f"A distributed {cluster.role} needs a tuner directory shared by the chief and every "
+                         "worker (for example on NFS): pass --tuner-dir DIR (tuner_dir= in Python).")
+    if cluster is not None and cluster.role == "chief":
+        check_can_listen(cluster)
     model, _, _ = prepare(model)
     if not _is_graph_model(model, keras):
         raise SurgeryError(
@@ -438,7 +604,7 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
             "Sequential or Functional model. Apply the suggested fixes in its code instead.")
     if not isinstance(data, Data):
         _, data, _ = prepare(model, data, y)
-    if save_fixed:
+    if save_fixed and not (cluster is not None and cluster.role == "worker"):
         save_fixed = check_output_path(save_fixed, force=force, suffix=".keras")
     rules = rules if rules is not None else load_rules()
     if diagnosis is None:
@@ -449,25 +615,32 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
     loss_choice = resolve_loss(model, train.y if not isinstance(train.y, list) else None)
     kind = loss_choice.kind
     dimensions = search_space(diagnosis, model)
+    strategy = resolve_strategy()
     started = time.perf_counter()
     budget = {"max_trials": max_trials, "trial_steps": trial_steps, "confirm_steps": confirm_steps,
               "time_budget": time_budget, "tuner": tuner}
     if not dimensions:
         return Recommendation(False, "Nothing to search: no warning or error finding asks for a fix.",
-                              None, [], [], [], "", None, budget=dict(budget, seconds_used=0.0))
+                              None, [], [], [], "", None, budget=dict(budget, seconds_used=0.0),
+                              distributed=cluster.to_dict() if cluster else None)
 
     def runner(candidate, fraction=1.0):
         keras.utils.set_random_seed(seed)
         return train_and_measure(candidate, train, val, steps=max(2, int(trial_steps * fraction)),
                                  batch_size=batch_size, seed=seed, rules=rules, in_place=True,
-                                 loss=loss_choice.loss, kind=kind)
+                                 loss=loss_choice.loss, kind=kind, strategy=strategy)
 
-    def report_trial(trial, tuner_object):
+    def report_end(oracle):
         if progress:
-            scores = [r.score for _, r in tuner_object.records.values()]
-            best = min(scores) if scores else None
-            text = f"best score so far {best:.4g}" if best is not None else ""
-            progress("search", len(tuner_object.records), max_trials, text)
+            scores = [t.score for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
+            text = f"best score so far {min(scores):.4g}" if scores else ""
+            progress("search", len(oracle.end_order), max_trials, text)
+
+    def report_worker_trial(trial, tuner_object):
+        record = tuner_object.records.get(trial.trial_id)
+        if progress and record is not None:
+            progress("search", len(tuner_object.records), max_trials,
+                     f"trials run here; trial {record.trial} scored {record.score:.4g}")
 
     hypermodel_class, bayesian, random_oracle, hyperband, tuner_class = _tuner_classes()
     objective = __import__("keras_tuner").Objective(OBJECTIVE, direction="min")
@@ -480,70 +653,100 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
         oracle = oracle_class(objective=objective, max_trials=max_trials, seed=seed,
                               max_consecutive_failed_trials=max_trials + 1)
         oracle.starts = expert_starts(dimensions, diagnosis)
-    hypermodel = hypermodel_class(model, dimensions)
+    oracle.deadline = None if time_budget is None else started + time_budget
+    oracle.on_end = report_end
+    hypermodel = hypermodel_class(model, dimensions, strategy)
     owned = tuner_dir is None
     directory = tempfile.mkdtemp(prefix="gradadvisor-tuner-") if owned else str(tuner_dir)
+    role = cluster.role if cluster else None
     interrupted = False
     try:
-        search = tuner_class(
-            oracle=oracle, hypermodel=hypermodel, directory=directory, project_name="search",
-            overwrite=True, runner=runner,
-            deadline=None if time_budget is None else started + time_budget, on_trial=report_trial)
-        if tuner == "hyperband":
-            oracle.max_trials = max_trials
-        with _quiet_tuner():
+        with _search_environment(cluster, role):
+            # A worker must not wipe the folder its chief and the other workers share.
+            search = tuner_class(
+                oracle=oracle, hypermodel=hypermodel, directory=directory, project_name="search",
+                overwrite=role != "worker", runner=runner,
+                on_trial=report_worker_trial if role == "worker" else None)
+            if tuner == "hyperband":
+                oracle.max_trials = max_trials
+            settings = None
+            if cluster is not None:
+                settings = search_settings(model, train, val, dimensions=dimensions, seed=seed,
+                                           batch_size=batch_size, trial_steps=trial_steps, tuner=tuner,
+                                           rules=rules)
+            searched = time.perf_counter()
             try:
-                search.search(verbose=0)
+                _run_search(search, oracle, cluster, settings, progress)
             except KeyboardInterrupt:
                 interrupted = True
-        records = search.records
+            budget["search_seconds"] = round(time.perf_counter() - searched, 2)
+        records = read_records(search.project_dir) if role != "worker" else list(search.records.values())
     finally:
         if owned:
             shutil.rmtree(directory, ignore_errors=True)
-    ranked = sorted(records.items(), key=lambda item: item[1][1].score)
-    trials = []
-    for rank, (trial_id, (values, result)) in enumerate(ranked, start=1):
-        trials.append({
-            "trial": trial_id, "rank": rank, "setup": setup_from_values(values).to_dict(),
-            "values": {k: v for k, v in values.items() if not k.startswith("tuner/")},
-            "score": result.score, "status": result.status, "val_loss": result.val_loss,
-            "findings": sorted({f.rule for f in result.findings}), "seconds": round(result.seconds, 2)})
+    ranked = sorted(records, key=lambda record: record.score)
+    trials = [{
+        "trial": record.trial, "rank": rank, "setup": setup_from_values(record.values).to_dict(),
+        "values": {k: v for k, v in record.values.items() if not k.startswith("tuner/")},
+        "score": record.score, "status": record.status, "val_loss": record.val_loss,
+        "findings": list(record.findings), "seconds": round(record.seconds, 2), "worker": record.worker,
+    } for rank, record in enumerate(ranked, start=1)]
     budget["seconds_used"] = round(time.perf_counter() - started, 2)
+    shared = None
+    if cluster is not None:
+        by_worker: dict = {}
+        for record in records:
+            by_worker.setdefault(record.worker, []).append(record.trial)
+        shared = dict(cluster.to_dict(), trials_by_worker=by_worker)
+    if role == "worker":
+        done = ", ".join(record.trial for record in records) or "none"
+        return Recommendation(
+            False, f"Worker {cluster.tuner_id} ran trial(s) {done} for the chief at {cluster.address}; the "
+            "chief ranks every trial and confirms the best.", None, dimensions, trials, [], "", None,
+            budget=budget, interrupted=interrupted, distributed=shared)
     if not ranked:
         return Recommendation(False, "The search was stopped before any trial finished.", None,
-                              dimensions, [], [], "", None, budget=budget, interrupted=interrupted)
-    best_values, best_result = ranked[0][1]
-    setup = setup_from_values(best_values)
+                              dimensions, [], [], "", None, budget=budget, interrupted=interrupted,
+                              distributed=shared)
+    best = ranked[0]
+    setup = setup_from_values(best.values)
     changes = describe_changes(model, setup)
     if interrupted:
         return Recommendation(False, f"The search was interrupted after {len(trials)} trial(s); the best so "
-                              f"far is {setup.describe()} ({best_result.status}, held-out loss "
-                              f"{best_result.val_loss if best_result.val_loss is None else round(best_result.val_loss, 4)}), "
+                              f"far is {setup.describe()} ({best.status}, held-out loss "
+                              f"{best.val_loss if best.val_loss is None else round(best.val_loss, 4)}), "
                               "not confirmed by a comparison run.", setup, dimensions, trials, changes,
-                              snippet(setup, model=model), None, budget=budget, interrupted=True)
+                              snippet(setup, model=model), None, budget=budget, interrupted=True,
+                              distributed=shared)
     # Confirmation: the original and the recommended setup, trained the same way.
     if progress:
         progress("confirm", 0, 2, "")
     keras.utils.set_random_seed(seed)
     original = train_and_measure(model, train, val, steps=confirm_steps, batch_size=batch_size, seed=seed,
-                                 rules=rules, in_place=False, loss=loss_choice.loss, kind=kind)
+                                 rules=rules, in_place=False, loss=loss_choice.loss, kind=kind,
+                                 strategy=strategy)
     if progress:
         progress("confirm", 1, 2, "")
     keras.utils.set_random_seed(seed)
-    candidate = apply_setup(model, setup)
+    with scope(strategy):
+        candidate = apply_setup(model, setup)
     # A second build of the same setup, given the candidate's initial weights,
     # is the untrained fixed model (clone_model would recompile from config and
-    # fail on unregistered custom losses).
+    # fail on unregistered custom losses).  It is built outside any strategy
+    # scope: it is the user's to train however they like.
     fixed_copy = apply_setup(model, setup)
     for target, source in zip(fixed_copy.weights, candidate.weights):
         target.assign(source)
     recommended_run = train_and_measure(candidate, train, val, steps=confirm_steps, batch_size=batch_size,
-                                        seed=seed, rules=rules, in_place=True, loss=loss_choice.loss, kind=kind)
+                                        seed=seed, rules=rules, in_place=True, loss=loss_choice.loss, kind=kind,
+                                        strategy=strategy)
     if progress:
         progress("confirm", 2, 2, "")
     better = (recommended_run.val_loss is not None and
               (original.val_loss is None or recommended_run.val_loss < original.val_loss))
-    healthier = _STATUS_RANK[recommended_run.status] <= _STATUS_RANK[original.status]
+    # A fix must remove problems: strictly healthier, or healthy like a healthy original.
+    healthier = (_STATUS_RANK[recommended_run.status] < _STATUS_RANK[original.status]
+                 or recommended_run.status == original.status == "healthy")
     fixed_probe = run_probe(fixed_copy, train, steps=diagnosis.probe.num_steps,
                             batch_size=min(batch_size, train.num_samples), seed=seed)
     fixed_status = Diagnosis(probe=fixed_probe, findings=evaluate(fixed_probe, rules)).status
@@ -561,7 +764,40 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
     budget["seconds_used"] = round(time.perf_counter() - started, 2)
     return Recommendation(recommended, reason, setup, dimensions, trials, changes, snippet(setup, model=model),
                           confirmation, fixed_model=fixed_copy if recommended else None,
-                          fixed_model_path=path, fixed_status=fixed_status, budget=budget)
+                          fixed_model_path=path, fixed_status=fixed_status, budget=budget,
+                          distributed=shared)
+
+
+@contextlib.contextmanager
+def _search_environment(cluster, role):
+    """Keras Tuner's distributed variables for ``cluster`` (none for a local
+    search) and its output silenced, for building the tuner and searching."""
+    import os
+    import warnings
+
+    from .distributed import ENV_ORACLE_IP, tuner_environment
+
+    if role is None and os.environ.get(ENV_ORACLE_IP):
+        warnings.warn(f"{ENV_ORACLE_IP} is set, but the search was not asked to be distributed, so it runs in "
+                      "this process. Pass --distributed chief or worker (distributed= in Python) to join a "
+                      "distributed search.", stacklevel=4)
+    with tuner_environment(cluster), _quiet_tuner():
+        yield
+
+
+def _run_search(search, oracle, cluster, settings, progress) -> None:
+    """Run the tuner's search in this process's part: local, chief or worker."""
+    from .distributed import check_settings, serve, wait_for_oracle, work, write_settings
+
+    if cluster is None:
+        search.search(verbose=0)
+    elif cluster.role == "chief":
+        write_settings(search.project_dir, settings)
+        serve(lambda: search.search(verbose=0), oracle, cluster, progress)
+    else:
+        wait_for_oracle(cluster)
+        check_settings(search.project_dir, settings, cluster)
+        work(lambda: search.search(verbose=0), cluster)
 
 
 _STATUS_RANK = {"healthy": 0, "warning": 1, "error": 2, "diverged": 3}
