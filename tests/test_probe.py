@@ -189,7 +189,7 @@ def test_synthetic_data_fits_the_model(keras_module, kind):
                                   layers.Flatten(), layers.Dense(1)])
     elif kind == "embedding_lstm":
         model = keras.Sequential([keras.Input((12,), dtype="int32"), layers.Embedding(50, 8),
-                                  layers.LSTM(8), layers.Dense(1, activation="sigmoid")])
+                                  layers.LSTM(8, name="lstm"), layers.Dense(1, activation="sigmoid")])
     else:
         a, b = keras.Input((5,), name="a"), keras.Input((3,), name="b")
         merged = layers.Concatenate()([layers.Dense(4)(a), layers.Dense(4)(b)])
