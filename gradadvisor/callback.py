@@ -54,7 +54,7 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -198,7 +198,8 @@ class _GradientMonitor:
             raise UsageError(
                 "The 'loss_spike' parameter of GradientMonitor must be a number above 1, or None to "
                 f"turn the loss-spike trigger off. Got {loss_spike!r} instead.")
-        if probe_data is not None and (not isinstance(probe_data, (tuple, list)) or len(probe_data) not in (2, 3)):
+        if probe_data is not None and (not isinstance(probe_data, (tuple, list))
+                                       or len(probe_data) not in (2, 3)):
             raise UsageError(
                 "The 'probe_data' parameter of GradientMonitor must be a tuple (x, y) or (x, y, "
                 f"sample_weight) holding one batch. Got {type(probe_data).__name__} instead.")
@@ -402,9 +403,8 @@ class _GradientMonitor:
         """Time a measured step took beyond a plain one, checks included."""
         elapsed = time.perf_counter() - self._batch_started
         self._seconds_training += elapsed
-        if not self._step_seconds:
-            return
-        plain = float(np.median(self._step_seconds))
+        # Until a plain step has been timed, the whole measured step counts.
+        plain = float(np.median(self._step_seconds)) if self._step_seconds else 0.0
         cost = max(0.0, elapsed - steps * plain)
         self._check_seconds.append(cost)
         self._seconds_measuring += cost
@@ -753,7 +753,8 @@ class _LiveTrainStep(_Measurement):
             # One backward pass gives the weights' gradients and, for recurrent
             # layers, the gradient reaching each timestep of their input.
             rnn_paths = list(tracer.rnn_inputs) if tracer is not None else []
-            all_gradients = tape.gradient(loss, list(trainable_weights) + [tracer.rnn_inputs[p] for p in rnn_paths])
+            rnn_inputs = [tracer.rnn_inputs[p] for p in rnn_paths]
+            all_gradients = tape.gradient(loss, list(trainable_weights) + rnn_inputs)
             gradients = all_gradients[:len(trainable_weights)]
             rnn_gradients = all_gradients[len(trainable_weights):]
             self.ensure_groups()
@@ -1031,8 +1032,8 @@ def _first_nonfinite(window: list, infos: list) -> dict | None:
             "loss": entry["loss"],
             "layers_with_nonfinite_gradients": bad_grads,
             "layers_with_nonfinite_outputs": bad_outputs,
-            "first_layer_from_output": bad_grads[-1] if bad_grads else (bad_outputs[-1] if bad_outputs else None),
-            "first_layer_from_input": bad_outputs[0] if bad_outputs else (bad_grads[0] if bad_grads else None),
+            "first_layer_from_output": (bad_grads or bad_outputs or [None])[-1],
+            "first_layer_from_input": (bad_outputs or bad_grads or [None])[0],
         }
     return None
 

@@ -197,6 +197,22 @@ def test_training_is_numerically_unchanged_by_the_monitor(keras, GradientMonitor
     assert not isinstance(watched.train_function, _MonitoredTrainFunction)
 
 
+def test_measurements_are_held_to_the_time_budget(keras, GradientMonitor):
+    x, y = small_data(256)
+
+    def measured_steps(max_overhead):
+        model = small_model(keras)
+        monitor = GradientMonitor(max_overhead=max_overhead, loss_spike=None)
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[monitor])
+        return [entry["step"] for entry in monitor.history], monitor
+
+    stingy, monitor = measured_steps(1e-6)
+    assert stingy == [0, 1, 3]  # the free ones; each later one would exceed the budget
+    assert monitor._seconds_measuring > 1e-6 * monitor._seconds_training
+    generous, _ = measured_steps(0.99)
+    assert generous[:5] == [0, 1, 3, 7, 15] and len(generous) >= 6
+
+
 def test_callable_on_problem_receives_each_finding_once(keras, GradientMonitor):
     from gradadvisor.examples import build_example
 
