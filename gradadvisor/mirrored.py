@@ -23,7 +23,7 @@ import functools
 
 from ._tf import import_keras
 from .errors import UsageError
-from .probe import _Probe, _Tracer
+from .probe import _Probe
 
 #: Read by :func:`resolve_strategy`; an explicit strategy or None bypasses it.
 AUTO = "auto"
@@ -119,7 +119,7 @@ class MirroredProbe(_Probe):
         return super()._step_function()
 
     def _gradients(self, x, y):
-        tf, keras, work, strategy = self.tf, self.keras, self.work, self.strategy
+        tf, work, strategy = self.tf, self.work, self.strategy
         variables = work.trainable_weights
         # Facts known only while a replica is traced; every replica traces the
         # same graph, so the last one's are everyone's.
@@ -133,13 +133,8 @@ class MirroredProbe(_Probe):
             x = [a[start:end] for a in x]
             y = [t[start:end] for t in y] if isinstance(y, list) else y[start:end]
             share = tf.cast(end - start, "float32") / tf.cast(size, "float32")
-            tracer = None
             with tf.GradientTape() as tape:
-                if self.record_activations:
-                    tracer = _Tracer(keras, watch=tape.watch)
-                    y_pred = tracer.run(work, x, training=True)
-                else:
-                    y_pred = work(x[0] if len(x) == 1 else x, training=True)
+                tracer, y_pred = self._forward(x, tape)
                 # multiply_no_nan: an empty slice's NaN mean counts for nothing.
                 loss = tf.math.multiply_no_nan(tf.cast(self.loss_fn(y, y_pred), "float32"), share)
                 if work.losses:

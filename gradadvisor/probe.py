@@ -692,13 +692,8 @@ class _Probe:
         """
         tf, keras, work = self.tf, self.keras, self.work
         variables = work.trainable_weights
-        tracer = None
         with tf.GradientTape() as tape:
-            if self.record_activations:
-                tracer = _Tracer(keras, watch=tape.watch)
-                y_pred = tracer.run(work, x, training=True)
-            else:
-                y_pred = work(x[0] if len(x) == 1 else x, training=True)
+            tracer, y_pred = self._forward(x, tape)
             loss = self.loss_fn(y, y_pred)
             if work.losses:
                 loss = loss + tf.add_n([tf.cast(extra, loss.dtype) for extra in work.losses])
@@ -709,6 +704,16 @@ class _Probe:
             return loss, gradients[:len(variables)], None, None, {}
         return (loss, gradients[:len(variables)], tracer.order, tracer.outputs,
                 dict(zip(rnn_paths, gradients[len(variables):])))
+
+    def _forward(self, x, tape):
+        """``(tracer, y_pred)``: the forward pass, leaf by leaf when outputs are recorded.
+
+        Shared by the single-device step and each replica of the multi-device one.
+        """
+        if not self.record_activations:
+            return None, self.work(x[0] if len(x) == 1 else x, training=True)
+        tracer = _Tracer(self.keras, watch=tape.watch)
+        return tracer, tracer.run(self.work, x, training=True)
 
     def _layer_by_path(self, path):
         for name, layer, _ in self.groups:
