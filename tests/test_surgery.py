@@ -318,6 +318,9 @@ def test_uncompiled_model_gets_adam_with_the_setup(keras_module):
 
 def test_loaded_model_with_automatic_names_takes_batchnorm(keras_module, tmp_path):
     keras = keras_module
+    # Build as a fresh process would, so the saved file holds the base automatic names
+    # ("dense", "batch_normalization") whatever other tests created before this one.
+    keras.backend.clear_session()
     model = keras.Sequential([
         keras.Input((6,)),
         keras.layers.Dense(8, activation="tanh"),
@@ -327,7 +330,7 @@ def test_loaded_model_with_automatic_names_takes_batchnorm(keras_module, tmp_pat
     ])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.save(tmp_path / "auto.keras")
-    # A new process starts Keras' automatic names from scratch; clear_session does the same.
+    # Loading in a new process starts the automatic names from scratch again.
     keras.backend.clear_session()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
