@@ -13,16 +13,21 @@ two modes, chosen when training begins and shown as ``monitor.mode``:
 
 ``"train_step"`` (the default where possible)
     For the TensorFlow backend, a model that keeps Keras' own ``train_step`` and
-    no ``tf.distribute`` strategy.  On measured steps ``fit`` runs a second train
-    function, built from a copy of Keras' train step that walks the model layer
-    by layer (to record each layer's output) and reduces the gradients the
-    optimizer applies, the weights before and after the update and the layer
-    outputs to one vector of numbers inside the graph.  There is no second
-    forward or backward pass and the update is the one Keras makes: training
-    with and without the monitor gives the same weights.  Every other step runs
-    Keras' own train function, untouched, so the monitor costs nothing there.
-    ``fit`` builds its train function just before ``on_train_begin``; the
-    monitor wraps it there and puts it back in ``on_train_end``.
+    no ``tf.distribute`` strategy.  While the monitor is on, ``fit`` runs one
+    train function built from a copy of Keras' train step that walks the model
+    layer by layer (to record each layer's output).  On measured steps it also
+    reduces the gradients the optimizer applies, the weights before and after
+    the update and the layer outputs to one vector of numbers inside the
+    graph; those parts sit in conds that unmeasured steps skip, so they cost
+    nothing there.  There is no second forward or backward pass of the model
+    and the update is the one Keras makes: training with and without the
+    monitor gives the same weights.  (The one exception is recurrent layers:
+    the gradient reaching each timestep of their input is found, on measured
+    steps only, by running that layer once more on its recorded input.)  The
+    optimizer's and metrics' variables are created before the first trace, so
+    the function is traced once where Keras' own is traced twice.  ``fit``
+    builds its train function just before ``on_train_begin``; the monitor
+    replaces it there and puts it back in ``on_train_end``.
 
 ``"probe_batch"``
     For everything else (a custom ``train_step``, a distribution strategy):
@@ -576,13 +581,16 @@ class _Measurement:
         self._infos = None
         self.histograms = monitor.tensorboard_dir is not None
 
-    def forward(self, x, tape):
-        """``(y_pred, tracer)``: the model's forward pass, recorded layer by layer when possible."""
+    def forward(self, x, watch=None):
+        """``(y_pred, tracer)``: the model's forward pass, recorded layer by layer when possible.
+
+        ``watch`` (a tape's ``watch``) is called on each recurrent layer's input.
+        """
         from .probe import _Tracer
 
         model, keras = self.model, self.keras
         if self.use_tracer:
-            tracer = _Tracer(keras, watch=tape.watch)
+            tracer = _Tracer(keras, watch=watch)
             return tracer.run(model, _standardize_inputs(model, x, keras), training=True), tracer
         if getattr(model, "_call_has_training_arg", True):
             return model(x, training=True), None
@@ -595,7 +603,7 @@ class _Measurement:
             self.groups = group_variables(self.model, self.keras)
         return self.groups
 
-    def statistics(self, loss, gradients_by_id, before_by_id, tracer, rnn_gradients, batch_size,
+    def statistics(self, loss, gradients_by_id, before_by_id, tracer, timestep_norms, batch_size,
                    gradient_scale=None):
         """One float32 vector holding every statistic of this step (traced)."""
         from .loading import activation_name
@@ -637,13 +645,9 @@ class _Measurement:
                     layout.add(path, name)
                     values.append(value)
         vector = [tf.stack([tf.cast(v, "float32") for v in values])]
-        for path, gradient in rnn_gradients:
-            if gradient is None or len(gradient.shape) < 3 or gradient.shape[1] is None:
-                continue
-            gradient = tf.cast(gradient, "float32")
-            axes = [0] + list(range(2, len(gradient.shape)))
-            vector.append(tf.sqrt(tf.reduce_sum(tf.square(gradient), axis=axes)))
-            layout.add(path, "timestep_grad_norms", int(gradient.shape[1]))
+        for path, norms in timestep_norms:
+            vector.append(norms)
+            layout.add(path, "timestep_grad_norms", int(norms.shape[0]))
         for path, histogram in histograms:
             vector.append(histogram)
             layout.add(path, "histogram", _HISTOGRAM_BUCKETS + 2)
@@ -704,15 +708,23 @@ class _LiveTrainStep(_Measurement):
         super().__init__(monitor, model, tf, keras)
         self.original = original
         self.function = None
+        # Read by the train step: whether this call measures. Assigned only when it changes.
+        self.measuring = tf.Variable(False, trainable=False, name="gradadvisor_measuring")
+        self.measuring_value = False
+
+    def set_measuring(self, value: bool):
+        if value != self.measuring_value:
+            self.measuring.assign(value)
+            self.measuring_value = value
 
     def install(self):
         """Put the measuring train function on the model (built on first use)."""
         model, keras = self.model, self.keras
         optimizer = model.optimizer
         if model.built and model.trainable_weights and not optimizer.built:
-            # What optimizer.apply() does on its first call. Done here, the two
-            # train functions each trace once instead of twice (creating
-            # variables in a first trace forces a second one).
+            # What optimizer.apply() does on its first call. Done here, the
+            # train function traces once instead of twice (creating variables
+            # in a first trace forces a second one).
             with keras.name_scope(optimizer.name, caller=optimizer):
                 optimizer.build(model.trainable_weights)
             optimizer.built = True
@@ -723,10 +735,10 @@ class _LiveTrainStep(_Measurement):
             model.train_step = self.train_step
             try:
                 model.make_train_function(force=True)
-                measuring = model.train_function
+                monitored = model.train_function
             finally:
                 del model.train_step
-            self.function = _MonitoredTrainFunction(self.monitor, measuring, self.original)
+            self.function = _MonitoredTrainFunction(self.monitor, self, monitored, self.original)
         model.train_function = self.function
 
     def restore(self):
@@ -734,14 +746,19 @@ class _LiveTrainStep(_Measurement):
             self.model.train_function = self.original
 
     def train_step(self, data):
-        """Keras' TensorFlow train step, plus every statistic (traced)."""
+        """Keras' TensorFlow train step, plus every statistic on measured steps (traced).
+
+        The statistics, and the copies of the weights they need from before the
+        update, sit in two conds on ``self.measuring``: unmeasured steps run
+        Keras' step and nothing more.
+        """
         tf, keras, model = self.tf, self.keras, self.model
         from keras.src.losses.loss import unscale_loss_for_distribution
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch_size = tf.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
         with tf.GradientTape() as tape:
-            y_pred, tracer = self.forward(x, tape)
+            y_pred, tracer = self.forward(x)
             loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
             model._loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=batch_size)
             unscaled_loss = loss
@@ -749,26 +766,45 @@ class _LiveTrainStep(_Measurement):
                 loss = model.optimizer.scale_loss(loss)
         logs_extra = {}
         if model.trainable_weights:
-            trainable_weights = model.trainable_weights
-            # One backward pass gives the weights' gradients and, for recurrent
-            # layers, the gradient reaching each timestep of their input.
-            rnn_paths = list(tracer.rnn_inputs) if tracer is not None else []
-            rnn_inputs = [tracer.rnn_inputs[p] for p in rnn_paths]
-            all_gradients = tape.gradient(loss, list(trainable_weights) + rnn_inputs)
+            trainable_weights = list(model.trainable_weights)
+            recurrent = _timed_recurrent_calls(tracer)
+            # The gradient reaching each recurrent layer's output is part of
+            # the backward pass anyway; asking for it costs nothing.
+            outputs = [keras.tree.flatten(tracer.outputs[path]) for path, _ in recurrent]
+            all_gradients = tape.gradient(loss, trainable_weights + [o for group in outputs for o in group])
             gradients = all_gradients[:len(trainable_weights)]
-            rnn_gradients = all_gradients[len(trainable_weights):]
+            output_gradients, offset = [], len(trainable_weights)
+            for group in outputs:
+                output_gradients.append(all_gradients[offset:offset + len(group)])
+                offset += len(group)
             self.ensure_groups()
-            # Reads taken before the update keep the old values: TensorFlow
-            # copies a variable's buffer before updating it while a read of it
-            # is still in use.
-            before = {id(v): tf.identity(v) for v in trainable_weights}
-            model.optimizer.apply_gradients(zip(gradients, trainable_weights))
+            measuring = self.measuring
             scale = _loss_scale(model.optimizer)
-            if scale is not None:
-                rnn_gradients = [None if g is None else tf.cast(g, "float32") / scale for g in rnn_gradients]
-            logs_extra[_LOG_KEY] = self.statistics(
-                unscaled_loss, {id(v): g for v, g in zip(trainable_weights, gradients)}, before, tracer,
-                list(zip(rnn_paths, rnn_gradients)), batch_size, gradient_scale=scale)
+
+            def measured():
+                # Reads taken before the update keep the old values: TensorFlow
+                # copies a variable's buffer before updating it while a read of
+                # it is still in use, so only measured steps pay for the copy.
+                copies = [tf.identity(v) for v in trainable_weights]
+                norms = [_recurrent_timestep_norms(tf, call, grads, scale)
+                         for (_, call), grads in zip(recurrent, output_gradients)]
+                return copies + norms
+
+            def unmeasured():
+                return [tf.zeros([0], v.dtype) for v in trainable_weights] + \
+                    [tf.zeros([call[1][0].shape[1]], "float32") for _, call in recurrent]
+
+            before = _cond(tf, measuring, measured, unmeasured)
+            timesteps = list(zip([path for path, _ in recurrent], before[len(trainable_weights):]))
+            before = {id(v): b for v, b in zip(trainable_weights, before)}
+            model.optimizer.apply_gradients(zip(gradients, trainable_weights))
+
+            def statistics():
+                return self.statistics(
+                    unscaled_loss, {id(v): g for v, g in zip(trainable_weights, gradients)}, before, tracer,
+                    timesteps, batch_size, gradient_scale=scale)
+
+            logs_extra[_LOG_KEY] = _cond(tf, measuring, statistics, lambda: tf.zeros([0], "float32"))
         else:
             warnings.warn("The model does not have any trainable weights.")
         logs = dict(model.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
@@ -779,15 +815,15 @@ class _LiveTrainStep(_Measurement):
 class _MonitoredTrainFunction:
     """The train function fit() calls while the monitor is on.
 
-    On the steps the monitor measures it runs the measuring function and hands
-    the statistics to the monitor (dropping them from the logs); on every other
-    step it runs Keras' own train function.  If the monitor is no longer
-    training (fit() was interrupted before on_train_end could restore the
-    model), it puts the original function back and runs that.
+    It tells the monitored train function whether this call measures, runs it,
+    and hands the statistics of a measured call to the monitor (dropping them
+    from the logs either way).  If the monitor is no longer training (fit()
+    was interrupted before on_train_end could restore the model), it puts
+    Keras' own train function back and runs that.
     """
 
-    def __init__(self, monitor, measuring, original):
-        self.monitor, self.measuring, self.original = monitor, measuring, original
+    def __init__(self, monitor, state, monitored, original):
+        self.monitor, self.state, self.monitored, self.original = monitor, state, monitored, original
         self.prepared = False
 
     def __call__(self, iterator):
@@ -800,10 +836,12 @@ class _MonitoredTrainFunction:
         if not self.prepared:
             self.prepared = True
             _build_metrics(monitor.model, iterator)
-        if monitor._measure_trigger is None:
-            return self.original(iterator)
-        logs = self.measuring(iterator)
-        monitor._pending_vector = logs.pop(_LOG_KEY, None)
+        measure = monitor._measure_trigger is not None
+        self.state.set_measuring(measure)
+        logs = self.monitored(iterator)
+        vector = logs.pop(_LOG_KEY, None)
+        if measure:
+            monitor._pending_vector = vector
         return logs
 
 
@@ -811,8 +849,7 @@ def _build_metrics(model, iterator):
     """Create the compiled metrics' and loss's variables before any trace.
 
     Keras creates them while tracing the first train step, which makes
-    TensorFlow trace it a second time; with two train functions that would be
-    four traces. Keras' own symbolic build (what fit() runs first under a
+    TensorFlow trace it a second time. Keras' own symbolic build (what fit() runs first under a
     distribution strategy) creates them from the shapes of a batch, which the
     iterator tells without giving up a batch.
     """
@@ -885,22 +922,26 @@ class _ProbeBatch(_Measurement):
         return measurement
 
     def _statistics_step(self):
+        from .probe import timestep_norms
+
         tf, model = self.tf, self.model
         # Reading every non-trainable variable first and writing it back last
         # leaves batch-norm statistics and dropout seeds as training left them.
         saved = [(v, tf.identity(v)) for v in model.non_trainable_variables]
         x, y = self.x, self.y
         with tf.GradientTape() as tape:
-            y_pred, tracer = self.forward(x, tape)
+            y_pred, tracer = self.forward(x, tape.watch)
             loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=self.sample_weight,
                                        training=True)
         weights = [v for _, _, group in self.groups for v in group]
         rnn_paths = list(tracer.rnn_inputs) if tracer is not None else []
         all_gradients = tape.gradient(loss, weights + [tracer.rnn_inputs[p] for p in rnn_paths])
-        gradients, rnn_gradients = all_gradients[:len(weights)], all_gradients[len(weights):]
+        gradients = all_gradients[:len(weights)]
+        timesteps = [(path, timestep_norms(tf, gradient))
+                     for path, gradient in zip(rnn_paths, all_gradients[len(weights):])]
         batch_size = tf.shape(next(i for i in self.keras.tree.flatten(x) if i is not None))[0]
-        vector = self.statistics(loss, {id(v): g for v, g in zip(weights, gradients)},
-                                 self.snapshots, tracer, list(zip(rnn_paths, rnn_gradients)), batch_size)
+        vector = self.statistics(loss, {id(v): g for v, g in zip(weights, gradients)}, self.snapshots, tracer,
+                                 [(path, norms) for path, norms in timesteps if norms is not None], batch_size)
         with tf.control_dependencies([vector]):
             for variable, value in saved:
                 variable.assign(value)
@@ -978,6 +1019,67 @@ def _evaluate(probe, rules):
 
     with threadpool_limits(limits=1, user_api="blas"):
         return evaluate(probe, rules)
+
+
+def _timed_recurrent_calls(tracer) -> list:
+    """``[(path, (layer, args, kwargs))]``: recurrent calls with a known number of timesteps."""
+    if tracer is None:
+        return []
+    return [(path, call) for path, call in tracer.rnn_calls.items()
+            if len(call[1][0].shape) >= 3 and call[1][0].shape[1] is not None]
+
+
+def _recurrent_timestep_norms(tf, call, output_gradients, scale):
+    """Per-timestep norms of the gradient reaching a recurrent layer's input.
+
+    The layer runs again on its recorded input, in inference mode (no dropout
+    masks drawn) and with its state variables restored afterwards, and the
+    gradient of the loss with respect to its output is pulled back through
+    it. Done in the update's own backward pass, this gradient would cost every
+    step; a model input, for one, needs no gradient otherwise.
+    """
+    from .probe import timestep_norms
+
+    layer, args, kwargs = call
+    if "training" in kwargs:
+        kwargs = dict(kwargs, training=False)
+    inputs = args[0]
+    saved = [(v, tf.identity(v)) for v in layer.non_trainable_variables]
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        outputs = tf.nest.flatten(layer(*args, **kwargs))
+    upstream = [tf.zeros_like(o) if g is None else tf.cast(g, o.dtype) for o, g in zip(outputs, output_gradients)]
+    gradient = tape.gradient(outputs, inputs, output_gradients=upstream)
+    for variable, value in saved:
+        variable.assign(value)
+    if gradient is None:
+        return tf.zeros([inputs.shape[1]], "float32")
+    norms = timestep_norms(tf, gradient)
+    return norms if scale is None else norms / tf.cast(scale, "float32")
+
+
+def _cond(tf, predicate, true_fn, false_fn):
+    """``tf.cond`` whose branches stay functions that run only when taken.
+
+    Inside a ``tf.function``, TensorFlow rewrites a cond into switch and merge
+    operations, and then every operation of the branch not taken still passes
+    a "dead" signal on each call: for the statistics branch, hundreds of
+    operations on every unmeasured step (about a tenth of a small model's step
+    time). Marking the cond not to be rewritten keeps it one function call.
+    """
+    outputs = tf.cond(predicate, true_fn, false_fn)
+    if tf.executing_eagerly():
+        return outputs
+    try:
+        from tensorflow.core.framework import attr_value_pb2
+
+        first = tf.nest.flatten(outputs)[0]
+        operation = first.op.inputs[0].op if first.op.type == "Identity" else first.op
+        if operation.type in ("If", "StatelessIf"):
+            operation._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))
+    except Exception:  # only speed is lost: the rewritten cond computes the same
+        logger.debug("GradientMonitor could not keep a cond as a function.", exc_info=True)
+    return outputs
 
 
 def _loss_scale(optimizer):

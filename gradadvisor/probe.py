@@ -205,10 +205,11 @@ def leaf_layers(model, prefix: str = ""):
 class _Tracer:
     """Runs a Sequential/Functional model leaf by leaf, recording outputs.
 
-    ``outputs`` maps a layer path to its first output; ``rnn_inputs`` maps a
-    recurrent layer's path to its input; ``order`` lists paths in call order.
-    ``watch`` is called on each recurrent input so the tape can differentiate
-    with respect to it even when it is a model input.
+    ``outputs`` maps a layer path to its output; ``rnn_inputs`` maps a
+    recurrent layer's path to its input, and ``rnn_calls`` to the
+    ``(layer, args, kwargs)`` it was called with; ``order`` lists paths in call
+    order. ``watch`` is called on each recurrent input so the tape can
+    differentiate with respect to it even when it is a model input.
     """
 
     def __init__(self, keras, watch: Callable | None = None):
@@ -216,6 +217,7 @@ class _Tracer:
         self.watch = watch
         self.outputs: dict = {}
         self.rnn_inputs: dict = {}
+        self.rnn_calls: dict = {}
         self.order: list = []
 
     def run(self, model, inputs, training: bool, prefix: str = ""):
@@ -243,6 +245,7 @@ class _Tracer:
             if self.watch is not None:
                 self.watch(args[0])
             self.rnn_inputs[path] = args[0]
+            self.rnn_calls[path] = (layer, args, kwargs)
         output = layer(*args, **kwargs)
         if path not in self.outputs:
             self.outputs[path] = output
@@ -256,6 +259,19 @@ def _is_recurrent(layer, keras) -> bool:
 
 # --------------------------------------------------------------------------
 # Per-layer statistics, shared with gradadvisor.callback.GradientMonitor
+
+def timestep_norms(tf, gradient):
+    """Per-timestep L2 norms of ``gradient`` (batch, time, ...), or None.
+
+    None when there is no gradient or its number of timesteps is not known
+    while tracing.
+    """
+    if gradient is None or len(gradient.shape) < 3 or gradient.shape[1] is None:
+        return None
+    gradient = tf.cast(gradient, "float32")
+    axes = [0] + list(range(2, len(gradient.shape)))
+    return tf.sqrt(tf.reduce_sum(tf.square(gradient), axis=axes))
+
 
 def layer_weight_stats(tf, variables, gradients, before):
     """The :data:`WEIGHT_STATS` of one layer, as scalar float32 tensors.
@@ -665,13 +681,10 @@ class _Probe:
                         values.append(value)
             timestep_values = []
             for path, grad in rnn_grads.items():
-                if grad is None:
-                    continue
-                grad = tf.cast(grad, "float32")
-                axes = [0] + list(range(2, len(grad.shape)))
-                norms = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=axes))
-                self.timestep_layout.append((path, int(grad.shape[1])))
-                timestep_values.append(norms)
+                norms = timestep_norms(tf, grad)
+                if norms is not None:
+                    self.timestep_layout.append((path, int(norms.shape[0])))
+                    timestep_values.append(norms)
             vector = tf.stack([tf.cast(v, "float32") for v in values])
             timesteps = tf.concat(timestep_values, 0) if timestep_values else tf.zeros([0])
             return vector, timesteps

@@ -185,7 +185,7 @@ def test_training_is_numerically_unchanged_by_the_monitor(keras, GradientMonitor
     assert watched_history == plain_history  # loss, accuracy and validation, epoch by epoch
     assert monitor.mode == "train_step"
     measured = {entry["step"] for entry in monitor.history}
-    assert {0, 1, 3, 7, 12} <= measured and 2 not in measured  # both train functions ran
+    assert {0, 1, 3, 7, 12} <= measured and 2 not in measured  # measured and unmeasured steps ran
     for before, after in zip(plain.weights, watched.weights):
         np.testing.assert_array_equal(after.numpy(), before.numpy(), err_msg=after.path)
     # Built ahead of tracing, the optimizer's variables are named as Keras names them.
@@ -195,6 +195,58 @@ def test_training_is_numerically_unchanged_by_the_monitor(keras, GradientMonitor
     from gradadvisor.callback import _MonitoredTrainFunction
 
     assert not isinstance(watched.train_function, _MonitoredTrainFunction)
+
+
+def lstm_task(keras, dropout=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(64, 12, 3)).astype("float32")
+    y = x[:, :1, 0].copy()
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input(shape=(12, 3)),
+        keras.layers.LSTM(8, dropout=dropout, recurrent_dropout=dropout, name="lstm"),
+        keras.layers.Dense(1, name="output"),
+    ])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    return model, x, y
+
+
+def test_timestep_gradients_match_a_naive_gradient_tape_computation(keras, tf, GradientMonitor):
+    """The gradient reaching each timestep of the LSTM's input, at step 0, recomputed by hand."""
+    model, x, y = lstm_task(keras)
+    inputs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        loss = tf.reduce_mean(keras.losses.mean_squared_error(y, model(inputs, training=True)))
+    gradient = tape.gradient(loss, inputs).numpy()
+    expected = np.sqrt((gradient ** 2).sum(axis=(0, 2)))
+
+    monitor = GradientMonitor(every_n_steps=1)
+    model.fit(x, y, batch_size=64, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+
+    measured = monitor.history[0]["timestep_grad_norms"]["lstm"]
+    assert len(measured) == 12
+    np.testing.assert_allclose(measured, expected, rtol=1e-4)
+    assert measured[0] < measured[-1]  # the first timesteps get the least: the task's memory fades
+
+
+def test_recurrent_training_is_numerically_unchanged_by_the_monitor(keras, GradientMonitor):
+    """Measuring timesteps re-runs the LSTM; its dropout draws and weights must not notice."""
+
+    def train(callbacks):
+        model, x, y = lstm_task(keras, dropout=0.2)
+        keras.utils.set_random_seed(1)
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=callbacks)
+        return model, history.history
+
+    plain, plain_history = train([])
+    monitor = GradientMonitor(every_n_steps=2)
+    watched, watched_history = train([monitor])
+    assert watched_history == plain_history
+    assert len(monitor.history) >= 4 and all(len(m["timestep_grad_norms"]["lstm"]) == 12
+                                             for m in monitor.history)
+    for before, after in zip(plain.weights, watched.weights):
+        np.testing.assert_array_equal(after.numpy(), before.numpy(), err_msg=after.path)
 
 
 def test_measurements_are_held_to_the_time_budget(keras, GradientMonitor):
