@@ -116,9 +116,9 @@ class _GradientMonitor:
             first three are free), and lets the gap settle where the budget
             allows (1 to 1000 steps).
         max_overhead: With ``every_n_steps=None``, the fraction of training
-            time measurements may take (0.02: 2%). Tracing the measuring train
-            function is a fixed cost on top: about one more trace of the train
-            step, paid in the first steps of the first fit().
+            time measurements may take (0.01: 1%). Tracing the statistics is a
+            fixed cost on top, paid in the first step of the first fit(); it
+            is smaller than the trace it saves (see the module documentation).
         window: How many recent measurements the rules see; rules about growth
             compare the oldest with the newest of them.
         on_problem: ``"warn"`` issues one :class:`GradientWarning` per rule and
@@ -170,7 +170,7 @@ class _GradientMonitor:
         >>> print(monitor.diagnosis().to_text())
     """
 
-    def __init__(self, every_n_steps: int | None = None, *, max_overhead: float = 0.02, window: int = 10,
+    def __init__(self, every_n_steps: int | None = None, *, max_overhead: float = 0.01, window: int = 10,
                  on_problem: str | Callable = "warn", min_severity: str = "error",
                  rules_dirs=(), select=None, ignore=None, probe_data=None, mode: str = "auto",
                  loss_spike: float | None = 10.0, record_activations: bool = True,

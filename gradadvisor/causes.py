@@ -55,25 +55,27 @@ def saturating_activation(probe: ProbeResult, layers):
             "so each layer scales the gradient down.")
 
 
-@cause("small_initialization")
-def small_initialization(probe: ProbeResult, layers):
-    hits = [(info, _stddev(info.kernel_initializer)) for info in probe.layers]
-    hits = [(info, s) for info, s in hits if s is not None and s < 0.05]
+def _initialized(probe: ProbeResult, too_far, effect: str) -> str | None:
+    """The sentence naming the layers whose initial stddev ``too_far`` accepts, or None."""
+    hits = [info for info in probe.layers
+            if (stddev := _stddev(info.kernel_initializer)) is not None and too_far(stddev)]
     if not hits:
         return None
-    return (f"{len(hits)} layer(s) ({_names([h[0] for h in hits])}) start from "
-            f"{hits[0][0].kernel_initializer}: weights that small shrink the signal and the "
-            "gradient at every layer.")
+    return f"{len(hits)} layer(s) ({_names(hits)}) start from {hits[0].kernel_initializer}: {effect}"
+
+
+@cause("small_initialization")
+def small_initialization(probe: ProbeResult, layers):
+    return _initialized(probe, lambda stddev: stddev < 0.05,
+                        "weights that small shrink the signal and the gradient at every layer.")
 
 
 @cause("large_initialization")
 def large_initialization(probe: ProbeResult, layers):
-    hits = [(info, _stddev(info.kernel_initializer)) for info in probe.layers]
-    hits = [(info, s) for info, s in hits if s is not None and s >= 0.3]
-    if hits:
-        return (f"{len(hits)} layer(s) ({_names([h[0] for h in hits])}) start from "
-                f"{hits[0][0].kernel_initializer}: weights that large multiply activations and "
-                "gradients at every layer.")
+    text = _initialized(probe, lambda stddev: stddev >= 0.3,
+                        "weights that large multiply activations and gradients at every layer.")
+    if text:
+        return text
     first_losses = [value for value in probe.loss[:1]]
     if first_losses and first_losses[0] > 1e3:
         return (f"The loss is already {first_losses[0]:.3g} at the first step, before any "

@@ -3,8 +3,9 @@
 Trains the same fresh model on the same data for the same epochs, with and
 without the monitor, in one process; every run builds its model anew, so the
 tracing of the train function is paid (and counted) every time. The
-configurations run in a rotating order for several rounds and the medians are
-compared, because a shared machine is noisy.
+configurations run in a rotating order for several rounds, because a shared
+machine is noisy: the medians are compared, and so are the ratios within each
+round (paired: runs next to each other saw about the same load).
 
 Usage (from a checkout)::
 
@@ -13,10 +14,11 @@ Usage (from a checkout)::
     python scripts/bench_callback.py --models mlp --skip-every-step
 
 Prints, per model, the median wall time of each configuration and its ratio to
-plain fit(); the median first epoch (which holds the tracing: the monitor adds
-one trace of its measuring train step) and the median later epoch (the
-steady-state cost, where the monitor's gap between measurements is tuned to
-``max_overhead``). The CPU time the process used is compared too: on a shared
+plain fit(), as a ratio of medians and as the median of paired ratios; the
+median first epoch (which holds the tracing: the monitor's train function
+carries the statistics, but is traced once where Keras traces its own twice)
+and the median later epoch (the steady-state cost, where the monitor's gap
+between measurements is tuned to ``max_overhead``). The CPU time the process used is compared too: on a shared
 machine it is far less disturbed by other work than the wall time.
 """
 
@@ -152,6 +154,11 @@ def main(argv=None):
                 print(f"  {model_name} round {round_index + 1} {config:10s} {total:7.2f} s, cpu {cpu:7.2f} s "
                       f"(first epoch {first:6.2f} s, later epochs {steady * 1000:7.1f} ms, "
                       f"{num_checks} checks, by its own timing {own:.1%})", flush=True)
+        # Each round runs every configuration back to back: the ratio within a
+        # round pairs runs that saw the same load, which the medians of the
+        # totals do not.
+        paired = {c: statistics.median(t / p for t, p in zip(totals[c], totals["plain"])) for c in configs}
+        paired_cpu = {c: statistics.median(t / p for t, p in zip(cpus[c], cpus["plain"])) for c in configs}
         plain = statistics.median(totals["plain"])
         plain_first = statistics.median(firsts["plain"])
         plain_cpu = statistics.median(cpus["plain"])
@@ -162,8 +169,8 @@ def main(argv=None):
             first = statistics.median(firsts[config])
             steady = statistics.median(steadies[config])
             cpu = statistics.median(cpus[config])
-            print(f"  {config:10s} total {total:7.2f} s  ratio {total / plain:5.3f} | cpu {cpu:7.2f} s  "
-                  f"ratio {cpu / plain_cpu:5.3f} | first epoch "
+            print(f"  {config:10s} total {total:7.2f} s  ratio {total / plain:5.3f} (paired {paired[config]:5.3f}) | "
+                  f"cpu {cpu:7.2f} s  ratio {cpu / plain_cpu:5.3f} (paired {paired_cpu[config]:5.3f}) | first epoch "
                   f"{first:6.2f} s  ({first - plain_first:+5.2f} s) | later epochs {steady * 1000:7.1f} ms  "
                   f"ratio {steady / plain_steady:5.3f} | checks {checks[config]}")
     return 0

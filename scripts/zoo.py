@@ -705,8 +705,6 @@ ZOO: list[Entry] = [
 BY_NAME = {entry.name: entry for entry in ZOO}
 
 
-
-
 # --------------------------------------------------------------------------
 # The independent measurement
 

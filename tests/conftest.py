@@ -41,3 +41,26 @@ def zoo_diagnoses():
         model, x, y = build_example(name)
         results[name] = diagnose(model, x, y, steps=30, batch_size=32)
     return results
+
+
+@pytest.fixture(scope="session")
+def sigmoid_stack(keras_module):
+    """A builder of ``(model, x, y)``: a small deep sigmoid stack that vanishes.
+
+    Each call builds the same fresh, compiled model (seeded), so tests that
+    save, search or train it do not share state.
+    """
+    keras = keras_module
+
+    def build():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((16,))] + [
+            keras.layers.Dense(16, activation="sigmoid", name=f"d{i}") for i in range(8)
+        ] + [keras.layers.Dense(3, activation="softmax", name="out")], name="sig")
+        model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(300, 16)).astype("float32")
+        y = np.argmax(x[:, :3], 1).astype("int32")
+        return model, x, y
+
+    return build

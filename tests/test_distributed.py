@@ -36,18 +36,10 @@ def child_environment() -> dict:
 
 
 @pytest.fixture(scope="module")
-def sigmoid_files(tmp_path_factory, keras_module):
+def sigmoid_files(tmp_path_factory, sigmoid_stack):
     """A small deep sigmoid model that vanishes, as a .keras file with its .npz data."""
-    keras = keras_module
     folder = tmp_path_factory.mktemp("sigmoid")
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((16,))] + [
-        keras.layers.Dense(16, activation="sigmoid", name=f"d{i}") for i in range(8)
-    ] + [keras.layers.Dense(3, activation="softmax", name="out")], name="sig")
-    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 16)).astype("float32")
-    y = np.argmax(x[:, :3], 1).astype("int32")
+    model, x, y = sigmoid_stack()
     model.save(folder / "sig.keras")
     np.savez(folder / "sig.npz", x=x, y=y)
     return folder / "sig.keras", folder / "sig.npz"

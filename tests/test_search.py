@@ -17,19 +17,9 @@ from gradadvisor.search import DIVERGED_SCORE, expert_starts, recommend, search_
 
 
 @pytest.fixture(scope="module")
-def sigmoid_case():
+def sigmoid_case(sigmoid_stack):
     """A small deep sigmoid stack that vanishes, and its diagnosis."""
-    from gradadvisor._tf import import_keras
-
-    _, keras = import_keras()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((16,))] + [
-        keras.layers.Dense(16, activation="sigmoid", name=f"d{i}") for i in range(8)
-    ] + [keras.layers.Dense(3, activation="softmax", name="out")], name="sig")
-    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 16)).astype("float32")
-    y = np.argmax(x[:, :3], 1).astype("int32")
+    model, x, y = sigmoid_stack()
     return model, x, y, diagnose(model, x, y, steps=10)
 
 

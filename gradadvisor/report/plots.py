@@ -458,6 +458,18 @@ def gradient_through_time_chart(probe, layer: str) -> Chart | None:
     return Chart(svg, notes, description)
 
 
+def _loss_axis(axis, losses: np.ndarray, label: str, headroom: float = 0.12):
+    """A log y axis for losses that span decades, else a linear one; headroom for the legend."""
+    if _log_scale_fits(losses):
+        _log_y(axis)
+        axis.set_ylabel(f"{label} (log scale)")
+        _log_limits(axis, headroom=headroom)
+    else:
+        axis.set_ylabel(label)
+        low, high = axis.get_ylim()
+        axis.set_ylim(low, high + headroom * (high - low))
+
+
 def _log_scale_fits(values: np.ndarray) -> bool:
     finite = values[np.isfinite(values)]
     return finite.size > 1 and (finite > 0).all() and finite.max() / finite.min() > 50
@@ -489,14 +501,7 @@ def loss_chart(probe) -> Chart | None:
     with matplotlib.rc_context(_STYLE):
         figure, axis = _figure(3.0)
         _curve(axis, losses, "#2563eb", "training loss")
-        if _log_scale_fits(losses):
-            _log_y(axis)
-            axis.set_ylabel("loss (log scale)")
-            _log_limits(axis, headroom=0.12)
-        else:
-            axis.set_ylabel("loss")
-            low, high = axis.get_ylim()
-            axis.set_ylim(low, high + 0.12 * (high - low))
+        _loss_axis(axis, losses, "loss")
         if not np.isfinite(losses).any():
             notes.append("No step had a finite loss.")
         axis.set_xlim(-0.5, max(len(losses) - 0.5, 0.5))
@@ -575,13 +580,7 @@ def confirmation_chart(confirmation: dict) -> Chart | None:
         figure, axis = _figure(3.0)
         for name, losses, color in runs:
             _curve(axis, losses, color, f"{name} setup", width=2.0)
-        everything = np.concatenate([losses for _, losses, _ in runs])
-        if _log_scale_fits(everything):
-            _log_y(axis)
-            axis.set_ylabel("training loss (log scale)")
-            _log_limits(axis, headroom=0.12)
-        else:
-            axis.set_ylabel("training loss")
+        _loss_axis(axis, np.concatenate([losses for _, losses, _ in runs]), "training loss")
         length = max(losses.size for _, losses, _ in runs)
         axis.set_xlim(-0.5, max(length - 0.5, 0.5))
         for name, losses, _ in runs:
