@@ -781,25 +781,29 @@ class _LiveTrainStep(_Measurement):
             measuring = self.measuring
             scale = _loss_scale(model.optimizer)
 
+            sizes = [int(np.prod(v.shape)) for v in trainable_weights]
+            lengths = [int(call[1][0].shape[1]) for _, call in recurrent]
+
             def measured():
-                # Reads taken before the update keep the old values: TensorFlow
-                # copies a variable's buffer before updating it while a read of
-                # it is still in use, so only measured steps pay for the copy.
-                copies = [tf.identity(v) for v in trainable_weights]
+                # A copy of the weights from before the update, taken on
+                # measured steps only. Each branch returns two tensors, whatever
+                # the model: every tensor in or out of a cond costs every step.
+                weights = tf.concat([tf.reshape(tf.cast(v, "float32"), [-1]) for v in trainable_weights], 0)
                 norms = [_recurrent_timestep_norms(tf, call, grads, scale)
                          for (_, call), grads in zip(recurrent, output_gradients)]
-                return copies + norms
+                return weights, tf.concat(norms, 0) if norms else tf.zeros([0])
 
             def unmeasured():
-                return [tf.zeros([0], v.dtype) for v in trainable_weights] + \
-                    [tf.zeros([call[1][0].shape[1]], "float32") for _, call in recurrent]
+                return tf.zeros([0]), tf.zeros([sum(lengths)])
 
-            before = _cond(tf, measuring, measured, unmeasured)
-            timesteps = list(zip([path for path, _ in recurrent], before[len(trainable_weights):]))
-            before = {id(v): b for v, b in zip(trainable_weights, before)}
+            packed, packed_norms = _cond(tf, measuring, measured, unmeasured)
             model.optimizer.apply_gradients(zip(gradients, trainable_weights))
 
             def statistics():
+                before = {id(v): tf.reshape(part, v.shape) for v, part in
+                          zip(trainable_weights, tf.split(packed, sizes))}
+                timesteps = list(zip([path for path, _ in recurrent],
+                                     tf.split(packed_norms, lengths) if lengths else []))
                 return self.statistics(
                     unscaled_loss, {id(v): g for v, g in zip(trainable_weights, gradients)}, before, tracer,
                     timesteps, batch_size, gradient_scale=scale)
