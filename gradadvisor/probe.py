@@ -216,9 +216,12 @@ class _Tracer:
         self.keras = keras
         self.watch = watch
         self.outputs: dict = {}
-        self.rnn_inputs: dict = {}
         self.rnn_calls: dict = {}
         self.order: list = []
+
+    @property
+    def rnn_inputs(self) -> dict:
+        return {path: args[0] for path, (_, args, _) in self.rnn_calls.items()}
 
     def run(self, model, inputs, training: bool, prefix: str = ""):
         keras = self.keras
@@ -241,10 +244,9 @@ class _Tracer:
         if getattr(layer, "_call_has_training_arg", False):
             kwargs = dict(kwargs, training=training)
         recurrent = _is_recurrent(layer, keras)
-        if recurrent and path not in self.rnn_inputs and args:
+        if recurrent and path not in self.rnn_calls and args:
             if self.watch is not None:
                 self.watch(args[0])
-            self.rnn_inputs[path] = args[0]
             self.rnn_calls[path] = (layer, args, kwargs)
         output = layer(*args, **kwargs)
         if path not in self.outputs:
