@@ -738,7 +738,7 @@ class _LiveTrainStep(_Measurement):
                 monitored = model.train_function
             finally:
                 del model.train_step
-            self.function = _MonitoredTrainFunction(self.monitor, self, monitored, self.original)
+            self.function = _MonitoredTrainFunction(self, monitored)
         model.train_function = self.function
 
     def restore(self):
@@ -826,12 +826,17 @@ class _MonitoredTrainFunction:
     Keras' own train function back and runs that.
     """
 
-    def __init__(self, monitor, state, monitored, original):
-        self.monitor, self.state, self.monitored, self.original = monitor, state, monitored, original
+    def __init__(self, state, monitored):
+        self.state, self.monitored = state, monitored
         self.prepared = False
 
+    @property
+    def original(self):
+        """Keras' own train function, which the monitor puts back when training ends."""
+        return self.state.original
+
     def __call__(self, iterator):
-        monitor = self.monitor
+        monitor = self.state.monitor
         if not monitor._active:
             model = monitor.model
             if model is not None and model.train_function is self:
@@ -853,9 +858,9 @@ def _build_metrics(model, iterator):
     """Create the compiled metrics' and loss's variables before any trace.
 
     Keras creates them while tracing the first train step, which makes
-    TensorFlow trace it a second time. Keras' own symbolic build (what fit() runs first under a
-    distribution strategy) creates them from the shapes of a batch, which the
-    iterator tells without giving up a batch.
+    TensorFlow trace it a second time. Keras' own symbolic build (what fit()
+    runs first under a distribution strategy) creates them from the shapes of
+    a batch, which the iterator tells without giving up a batch.
     """
     compile_metrics = getattr(model, "_compile_metrics", None)
     compile_loss = getattr(model, "_compile_loss", None)
