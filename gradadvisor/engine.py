@@ -370,16 +370,20 @@ def evaluate(probe, rules: dict) -> list:
     from .signals import REGISTRY, evaluate_signals
     from .causes import explain_causes
 
-    model_names = [n for n in REGISTRY if REGISTRY[n].scope == "model"]
-    model_values = evaluate_signals(probe, model_names)
+    cache: dict = {}
+    # Only the model signals some rule reads, and the step every message may name.
+    model_names = {"nonfinite_step"} | {n for rule in rules.values() for n in rule.signals() + rule.message_signals()
+                                        if REGISTRY[n].scope == "model"}
+    model_values = evaluate_signals(probe, sorted(model_names), cache=cache)
     findings = []
     for rule in rules.values():
-        names = [n for n in rule.signals() + rule.message_signals() if REGISTRY[n].scope != "model"]
+        names = [n for n in rule.signals() if REGISTRY[n].scope != "model"]
         if rule.scope == "model":
             candidates = [(None, dict(model_values))]
         else:
             layers = probe.layers if rule.scope == "layer" else [i for i in probe.layers if i.recurrent]
-            candidates = [(info, {**model_values, **evaluate_signals(probe, names, info)}) for info in layers]
+            candidates = [(info, {**model_values, **evaluate_signals(probe, names, info, cache)})
+                          for info in layers]
         matched = [(info, values) for info, values in candidates if rule.matches(values)]
         if not matched:
             continue
@@ -389,6 +393,10 @@ def evaluate(probe, rules: dict) -> list:
         if rule.scope == "model" and first_info is not None:
             layer_infos = [first_info]
         fields = dict(first_values)
+        if rule.scope != "model":
+            # Signals only the message names, for the one layer it names.
+            extra = [n for n in rule.message_signals() if REGISTRY[n].scope != "model"]
+            fields.update(evaluate_signals(probe, extra, first_info, cache))
         fields.update(
             layer=first_info.name if first_info else "the model",
             layers=", ".join(i.name for i in layer_infos) or "the model",
