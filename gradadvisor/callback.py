@@ -1022,12 +1022,24 @@ def _evaluate(probe, rules):
     The signals fit tiny robust regressions; next to TensorFlow's threads a
     multi-threaded BLAS makes each fit many times slower, not faster.
     """
-    from threadpoolctl import threadpool_limits
-
     from .engine import evaluate
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
         return evaluate(probe, rules)
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controller():
+    """One threadpoolctl controller for the process.
+
+    Finding the thread pools means walking every loaded library, which took
+    a few milliseconds per measurement when done each time. The regressions'
+    BLAS is loaded first, so the controller knows it.
+    """
+    import sklearn.linear_model  # noqa: F401  (loads the BLAS the signals use)
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _timed_recurrent_calls(tracer) -> list:
