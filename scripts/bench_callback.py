@@ -1,11 +1,12 @@
 """How much GradientMonitor slows model.fit down.
 
 Trains the same fresh model on the same data for the same epochs, with and
-without the monitor, in one process; every run builds its model anew, so the
-tracing of the train function is paid (and counted) every time. The
-configurations run in a rotating order for several rounds, because a shared
-machine is noisy: the medians are compared, and so are the ratios within each
-round (paired: runs next to each other saw about the same load).
+without the monitor, in one process; every round builds its models anew, so
+the tracing of the train functions is paid (and counted) every time. The
+models of a round train in lock-step, one epoch each in turn (a
+``fit(epochs=1)`` call per epoch, the order rotating): a shared machine's load
+changes from one minute to the next, and epochs run side by side see about
+the same load where whole runs minutes apart do not.
 
 Usage (from a checkout)::
 
@@ -13,13 +14,20 @@ Usage (from a checkout)::
     python scripts/bench_callback.py --rounds 5 --epochs 20
     python scripts/bench_callback.py --models mlp --skip-every-step
 
-Prints, per model, the median wall time of each configuration and its ratio to
-plain fit(), as a ratio of medians and as the median of paired ratios; the
-median first epoch (which holds the tracing: the monitor's train function
-carries the statistics, but is traced once where Keras traces its own twice)
-and the median later epoch (the steady-state cost, where the monitor's gap
-between measurements is tuned to ``max_overhead``). The CPU time the process used is compared too: on a shared
-machine it is far less disturbed by other work than the wall time.
+Prints, per model, each configuration's total wall time (the sum of its
+epochs; median over rounds) and its ratio to plain fit(), as a ratio of
+medians and as the median of the ratios within a round (paired); the same for
+the CPU time the process used; the first epoch, which holds the tracing (the
+monitor's train function carries the statistics, but is traced once where
+Keras traces its own twice); and the median ratio of each later epoch to the
+plain epoch run next to it, the steady-state cost, where the monitor's gap
+between measurements is tuned to ``max_overhead``.
+
+Then, per model, the cost of a step by itself (``--step-pairs``): Keras' own
+train function and the monitor's, called in turns on one model, so the two
+medians saw the same load. An unmeasured step's ratio is what a long training
+pays per step once the saving in tracing is spent; a measured step's ratio is
+what each measurement costs in the graph (the rules run in Python on top).
 """
 
 from __future__ import annotations
@@ -75,42 +83,88 @@ def data_for(name):
 BUILDERS = {"mlp": build_mlp, "lstm": build_lstm}
 
 
-def run_once(keras, model_name, config, epochs, batch_size):
-    """Wall time of one fit(), its first epoch, and the median of its later epochs."""
+def run_round(keras, model_name, configs, epochs, batch_size, shift):
+    """One round: a fresh model per configuration, trained in lock-step.
+
+    Each configuration's model runs one epoch (one ``fit(epochs=1)`` call),
+    then the next configuration's does, and so on for ``epochs`` epochs, in an
+    order that rotates every epoch: epochs next to each other saw about the
+    same load, so their ratio is far steadier than that of whole runs minutes
+    apart. The monitor and Keras keep their train functions across the calls,
+    so each model is traced once, in its first epoch, as in a single fit().
+
+    Returns ``{config: (epoch wall seconds, epoch CPU seconds)}`` and
+    ``{config: (measurements, the monitor's own estimate of its overhead)}``.
+    """
     from gradadvisor.callback import GradientMonitor
 
     x, y = data_for(model_name)
+    models, monitors = {}, {}
+    for config in configs:
+        keras.utils.set_random_seed(0)
+        models[config] = BUILDERS[model_name](keras)
+        if config == "default":
+            monitors[config] = GradientMonitor()
+        elif config == "every-step":
+            monitors[config] = GradientMonitor(every_n_steps=1)
+    times = {config: ([], []) for config in configs}
+    for epoch in range(epochs):
+        turn = (shift + epoch) % len(configs)
+        for config in configs[turn:] + configs[:turn]:
+            callbacks = [monitors[config]] if config in monitors else []
+            started, cpu_started = time.perf_counter(), time.process_time()
+            models[config].fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=callbacks)
+            times[config][0].append(time.perf_counter() - started)
+            times[config][1].append(time.process_time() - cpu_started)
+    checks = {}
+    for config, monitor in monitors.items():
+        assert monitor.mode == "train_step", monitor.mode
+        checks[config] = (len(monitor.history),
+                          monitor._seconds_measuring / max(monitor._seconds_training, 1e-9))
+    return times, checks
+
+
+def per_step_costs(keras, tf, model_name, steps, batch_size):
+    """Unmeasured and measured step times next to Keras' own, in one model.
+
+    fit() with the monitor differs from plain fit() in two ways that pull in
+    opposite directions: its train function is traced once instead of twice
+    (a fixed saving) and every step runs it instead of Keras' own (a cost per
+    step). This separates the second: one model, Keras' train function and
+    the monitor's called in alternation on the same data stream, so both see
+    the same load, step for step.
+    """
+    from gradadvisor.callback import GradientMonitor
+
+    x, y = data_for(model_name)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True).repeat()
+    iterator = iter(data)
     keras.utils.set_random_seed(0)
     model = BUILDERS[model_name](keras)
-    callbacks = []
-    if config == "default":
-        callbacks.append(GradientMonitor())
-    elif config == "every-step":
-        callbacks.append(GradientMonitor(every_n_steps=1))
-    epoch_times = []
+    model.make_train_function()
+    keras_function = model.train_function
+    monitor = GradientMonitor()
+    monitor.set_model(model)
+    monitor.on_train_begin()  # puts the monitor's train function on the model
+    monitored = model.train_function
 
-    class EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
+    def timed(function, measure=False):
+        monitor._measure_trigger = "schedule" if measure else None
+        started = time.perf_counter()
+        float(function(iterator)["loss"])
+        return time.perf_counter() - started
 
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_times.append(time.perf_counter() - self.started)
-
-    started, cpu_started = time.perf_counter(), time.process_time()
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0,
-              callbacks=callbacks + [EpochTimer()])
-    total = time.perf_counter() - started
-    cpu = time.process_time() - cpu_started
-    first = epoch_times[0]
-    steady = statistics.median(epoch_times[1:]) if len(epoch_times) > 1 else float("nan")
-    if callbacks:
-        monitor = callbacks[0]
-        assert monitor.mode == "train_step", monitor.mode
-        num_checks = len(monitor.history)
-        own = monitor._seconds_measuring / max(monitor._seconds_training, 1e-9)
-    else:
-        num_checks, own = 0, 0.0
-    return total, cpu, first, steady, num_checks, own
+    for _ in range(3):  # traces and first calls
+        timed(keras_function), timed(monitored), timed(monitored, measure=True)
+    plain, unmeasured, measured = [], [], []
+    for index in range(steps):
+        pair = [(keras_function, plain), (monitored, unmeasured)]
+        for function, times in (pair if index % 2 else pair[::-1]):
+            times.append(timed(function))
+        if index % 20 == 0:
+            measured.append(timed(monitored, measure=True))
+    monitor.on_train_end()
+    return statistics.median(plain), statistics.median(unmeasured), statistics.median(measured)
 
 
 def main(argv=None):
@@ -121,6 +175,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip-every-step", action="store_true",
                         help="leave out the monitor measuring every step (slow)")
+    parser.add_argument("--step-pairs", type=int, default=600,
+                        help="steps of each train function in the per-step comparison (0 skips it)")
     args = parser.parse_args(argv)
 
     from gradadvisor._tf import import_keras
@@ -129,50 +185,49 @@ def main(argv=None):
     # The LSTM task (recall the first of 50 timesteps) rightly draws a
     # vanishing-through-time warning; timing is all this script reports.
     warnings.simplefilter("ignore", GradientWarning)
-    _, keras = import_keras()
+    tf, keras = import_keras()
     configs = ["plain", "default"] + ([] if args.skip_every_step else ["every-step"])
     print(f"keras {keras.__version__}; {args.rounds} rounds, {args.epochs} epochs, batch size "
           f"{args.batch_size}; configurations in rotating order", flush=True)
     for model_name in args.models.split(","):
         x, _ = data_for(model_name)
         steps = args.epochs * (len(x) // args.batch_size)
-        totals = {c: [] for c in configs}
-        firsts = {c: [] for c in configs}
-        cpus = {c: [] for c in configs}
-        steadies = {c: [] for c in configs}
-        checks = {}
+        rounds = []
         for round_index in range(args.rounds):
-            shift = round_index % len(configs)
-            for config in configs[shift:] + configs[:shift]:
-                total, cpu, first, steady, num_checks, own = run_once(keras, model_name, config,
-                                                                      args.epochs, args.batch_size)
-                totals[config].append(total)
-                cpus[config].append(cpu)
-                firsts[config].append(first)
-                steadies[config].append(steady)
-                checks[config] = num_checks
-                print(f"  {model_name} round {round_index + 1} {config:10s} {total:7.2f} s, cpu {cpu:7.2f} s "
-                      f"(first epoch {first:6.2f} s, later epochs {steady * 1000:7.1f} ms, "
-                      f"{num_checks} checks, by its own timing {own:.1%})", flush=True)
-        # Each round runs every configuration back to back: the ratio within a
-        # round pairs runs that saw the same load, which the medians of the
-        # totals do not.
-        paired = {c: statistics.median(t / p for t, p in zip(totals[c], totals["plain"])) for c in configs}
-        paired_cpu = {c: statistics.median(t / p for t, p in zip(cpus[c], cpus["plain"])) for c in configs}
-        plain = statistics.median(totals["plain"])
-        plain_first = statistics.median(firsts["plain"])
-        plain_cpu = statistics.median(cpus["plain"])
-        plain_steady = statistics.median(steadies["plain"])
-        print(f"{model_name}: {steps} training steps, medians over {args.rounds} rounds")
+            times, checks = run_round(keras, model_name, configs, args.epochs, args.batch_size, round_index)
+            rounds.append(times)
+            print(f"  {model_name} round {round_index + 1}: " + " | ".join(
+                f"{c} {sum(times[c][0]):6.2f} s (cpu {sum(times[c][1]):6.2f} s"
+                + (f", {checks[c][0]} checks, {checks[c][1]:.1%} by its own timing)" if c in checks else ")")
+                for c in configs), flush=True)
+        print(f"{model_name}: {steps} training steps, {args.rounds} rounds")
+
+        def total(times, config, kind):
+            return sum(times[config][kind])
+
+        plain_wall = statistics.median(total(r, "plain", 0) for r in rounds)
+        plain_cpu = statistics.median(total(r, "plain", 1) for r in rounds)
+        plain_first = statistics.median(r["plain"][0][0] for r in rounds)
         for config in configs:
-            total = statistics.median(totals[config])
-            first = statistics.median(firsts[config])
-            steady = statistics.median(steadies[config])
-            cpu = statistics.median(cpus[config])
-            print(f"  {config:10s} total {total:7.2f} s  ratio {total / plain:5.3f} (paired {paired[config]:5.3f}) | "
-                  f"cpu {cpu:7.2f} s  ratio {cpu / plain_cpu:5.3f} (paired {paired_cpu[config]:5.3f}) | first epoch "
-                  f"{first:6.2f} s  ({first - plain_first:+5.2f} s) | later epochs {steady * 1000:7.1f} ms  "
-                  f"ratio {steady / plain_steady:5.3f} | checks {checks[config]}")
+            wall = statistics.median(total(r, config, 0) for r in rounds)
+            cpu = statistics.median(total(r, config, 1) for r in rounds)
+            paired = statistics.median(total(r, config, 0) / total(r, "plain", 0) for r in rounds)
+            paired_cpu = statistics.median(total(r, config, 1) / total(r, "plain", 1) for r in rounds)
+            first = statistics.median(r[config][0][0] for r in rounds)
+            # Later epochs, each against the plain epoch run next to it.
+            later = statistics.median(mine / theirs for r in rounds
+                                      for mine, theirs in zip(r[config][0][1:], r["plain"][0][1:]))
+            print(f"  {config:10s} total {wall:7.2f} s  ratio {wall / plain_wall:5.3f} (paired {paired:5.3f}) | "
+                  f"cpu {cpu:7.2f} s  ratio {cpu / plain_cpu:5.3f} (paired {paired_cpu:5.3f}) | "
+                  f"first epoch {first:6.2f} s ({first - plain_first:+5.2f} s) | "
+                  f"later epochs, paired ratio {later:5.3f}")
+        if args.step_pairs:
+            plain_step, unmeasured, measured = per_step_costs(keras, tf, model_name, args.step_pairs,
+                                                              args.batch_size)
+            print(f"  per step (median of {args.step_pairs}, alternating with Keras' own): Keras "
+                  f"{plain_step * 1e3:6.2f} ms | monitor, unmeasured {unmeasured * 1e3:6.2f} ms  ratio "
+                  f"{unmeasured / plain_step:5.3f} | monitor, measured {measured * 1e3:6.2f} ms  ratio "
+                  f"{measured / plain_step:5.3f} (rules not included)", flush=True)
     return 0
 
 
