@@ -249,6 +249,31 @@ def test_recurrent_training_is_numerically_unchanged_by_the_monitor(keras, Gradi
         np.testing.assert_array_equal(after.numpy(), before.numpy(), err_msg=after.path)
 
 
+def test_long_training_hands_unmeasured_steps_to_keras_own_function(keras, GradientMonitor):
+    """Once its trace fits the budget, Keras' function runs the unmeasured steps; nothing else changes."""
+    x, y = small_data(1024)
+
+    def train(callbacks):
+        model = small_model(keras, keras.optimizers.Adam(1e-3))
+        keras.utils.set_random_seed(1)
+        history = model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=callbacks)
+        return model, history.history
+
+    plain, plain_history = train([])
+    # A generous budget lets a trace pay for itself within a second or two of training.
+    monitor = GradientMonitor(every_n_steps=64, max_overhead=0.9, loss_spike=None)
+    watched, watched_history = train([monitor])
+    function = monitor._state.function
+    assert function.keras_function_in_use
+    assert function.trace_seconds > 0
+    assert watched.train_function is function.original  # put back when training ended
+    steps = [entry["step"] for entry in monitor.history]
+    assert steps[-1] >= 3 * 256 - 64  # measurements went on to the end
+    assert watched_history == plain_history
+    for before, after in zip(plain.weights, watched.weights):
+        np.testing.assert_array_equal(after.numpy(), before.numpy(), err_msg=after.path)
+
+
 def test_measurements_are_held_to_the_time_budget(keras, GradientMonitor):
     x, y = small_data(256)
 

@@ -55,6 +55,9 @@ class _GradientMonitor:
             time measurements may take (0.01: 1%). Tracing the statistics is a
             fixed cost on top, paid in the first step of the first fit(); it
             is smaller than the trace it saves (see the module documentation).
+            In mode ``"train_step"``, once the training time reaches the
+            monitored function's first call divided by ``max_overhead``,
+            Keras' own train function is traced and runs the unmeasured steps.
         window: How many recent measurements the rules see; rules about growth
             compare the oldest with the newest of them.
         on_problem: ``"warn"`` issues one :class:`GradientWarning` per rule and
