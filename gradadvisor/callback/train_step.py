@@ -67,8 +67,9 @@ class _LiveTrainStep(_Measurement):
         """Keras' TensorFlow train step, plus every statistic on measured steps (traced).
 
         The statistics, and the copies of the weights they need from before the
-        update, sit in two conds on ``self.measuring``: unmeasured steps run
-        Keras' step and nothing more.
+        update, sit in two conds on ``self.measuring``: unmeasured steps skip
+        them, paying only for the conds themselves (see the package
+        documentation).
         """
         tf, keras, model = self.tf, self.keras, self.model
         from keras.src.losses.loss import unscale_loss_for_distribution
