@@ -1,0 +1,23 @@
+"""The probe: a few real training steps that measure every layer.
+
+The probe trains a **copy** of the user's model (a clone with the same weights,
+or, for subclassed models that cannot be cloned, the model itself with every
+variable restored afterwards), so the user's model and file never change.
+
+Each step is one compiled ``tf.function`` that runs the forward pass layer by
+layer, records each layer's output, computes the loss and the gradients, applies
+the optimizer and reduces everything to scalars in the graph; one vector per step
+leaves TensorFlow.  For recurrent layers the gradient of the loss with respect to
+the layer's input at every timestep is measured too, which shows vanishing or
+exploding **through time**.
+"""
+
+from __future__ import annotations
+
+# What other modules, tests and scripts import from gradadvisor.probe, and its other public names.
+from .result import SCHEMA, LayerInfo, ProbeResult, _jsonable, _restore_floats  # noqa: F401
+from .run import _Probe, run_probe  # noqa: F401
+from .stats import (ACTIVATION_STATS, WEIGHT_STATS, activation_stats, describe_layers,  # noqa: F401
+                    group_variables, layer_weight_stats, timestep_norms)
+from .walk import _is_graph_model, _Tracer, leaf_layers  # noqa: F401
+from .working_copy import _working_copy, describe_optimizer, make_loss_function  # noqa: F401

@@ -1,0 +1,189 @@
+"""Per-layer statistics, shared with :class:`gradadvisor.callback.GradientMonitor`.
+
+What is measured (:data:`WEIGHT_STATS`, :data:`ACTIVATION_STATS`), the functions
+that measure it inside the graph, and how layers and their variables are
+grouped and described, so a statistic means the same in a probe and during ``fit``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from ..loading import RELU_FAMILY, SATURATING_ACTIVATIONS, activation_name
+from .result import LayerInfo
+from .walk import _is_graph_model, _is_recurrent, leaf_layers
+
+#: Statistics measured for every layer with trainable weights, at every step.
+WEIGHT_STATS = {
+    "grad_norm": "L2 norm of the layer's gradient (all its trainable variables)",
+    "grad_rms": "root mean square of the gradient entries (norm / sqrt(num_params))",
+    "grad_max_abs": "largest absolute gradient entry",
+    "weight_norm": "L2 norm of the layer's weights before the update",
+    "update_ratio": "||w_after - w_before|| / ||w_before|| for the step",
+    "zero_grad_fraction": "fraction of gradient entries exactly zero",
+    "nonfinite_grads": "number of NaN or infinite gradient entries",
+}
+#: Statistics measured on every layer's output, at every step.
+ACTIVATION_STATS = {
+    "activation_mean": "mean of the layer's output",
+    "activation_std": "standard deviation of the layer's output",
+    "saturated_fraction": "fraction of outputs within 1e-2 of a sigmoid/tanh asymptote",
+    "dead_fraction": "fraction of ReLU units that are zero for the whole batch",
+    "nonfinite_activations": "number of NaN or infinite outputs",
+}
+_EPS = 1e-12
+
+
+def timestep_norms(tf, gradient):
+    """Per-timestep L2 norms of ``gradient`` (batch, time, ...), or None.
+
+    None when there is no gradient or its number of timesteps is not known
+    while tracing.
+    """
+    if gradient is None or len(gradient.shape) < 3 or gradient.shape[1] is None:
+        return None
+    gradient = tf.cast(gradient, "float32")
+    axes = [0] + list(range(2, len(gradient.shape)))
+    return tf.sqrt(tf.reduce_sum(tf.square(gradient), axis=axes))
+
+
+def layer_weight_stats(tf, variables, gradients, before):
+    """The :data:`WEIGHT_STATS` of one layer, as scalar float32 tensors.
+
+    The probe and :class:`~gradadvisor.callback.GradientMonitor` both call this,
+    so a statistic means the same thing in a probe and during ``fit``.
+
+    Args:
+        tf: The TensorFlow module.
+        variables: The layer's trainable variables, read after the update.
+        gradients: Their gradients, ``None`` for a variable that got none.
+        before: Their values before the update (tensors or variables).
+
+    Returns:
+        ``(stats, square)``: the statistics by name, in :data:`WEIGHT_STATS`
+        order, and the sum of squared gradient entries (for the global norm).
+    """
+    grads = [tf.cast(g if g is not None else tf.zeros_like(v), "float32")
+             for v, g in zip(variables, gradients)]
+    size = float(sum(int(np.prod(v.shape)) for v in variables))
+    square = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
+    weight_sq = tf.add_n([tf.reduce_sum(tf.square(tf.cast(b, "float32"))) for b in before])
+    delta_sq = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, "float32") - tf.cast(b, "float32")))
+                         for v, b in zip(variables, before)])
+    grad_norm = tf.sqrt(square)
+    weight_norm = tf.sqrt(weight_sq)
+    stats = {
+        "grad_norm": grad_norm,
+        "grad_rms": grad_norm / math.sqrt(size),
+        "grad_max_abs": tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(g)) for g in grads])),
+        "weight_norm": weight_norm,
+        "update_ratio": tf.sqrt(delta_sq) / (weight_norm + _EPS),
+        "zero_grad_fraction": tf.add_n(
+            [tf.reduce_sum(tf.cast(tf.equal(g, 0.0), "float32")) for g in grads]) / size,
+        "nonfinite_grads": tf.add_n(
+            [tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(g)), "float32")) for g in grads]),
+    }
+    return stats, square
+
+
+def group_variables(model, keras) -> list:
+    """``[(path, layer, variables)]`` for every leaf layer, input to output, with
+    each trainable variable in exactly one group (shared weights go to the first
+    layer that holds them; variables no layer holds go to ``"(model)"``)."""
+    seen, groups = set(), []
+    walk = list(leaf_layers(model)) if _is_graph_model(model, keras) else [
+        (layer.name, layer) for layer in model.layers]
+    for path, layer in walk:
+        variables = [v for v in layer.trainable_weights if id(v) not in seen]
+        seen.update(id(v) for v in variables)
+        groups.append((path, layer, variables))
+    rest = [v for v in model.trainable_weights if id(v) not in seen]
+    if rest:
+        groups.append(("(model)", None, rest))
+    return groups
+
+
+def describe_layers(model, groups, order, keras) -> list:
+    """:class:`LayerInfo` for each group of :func:`group_variables`.
+
+    Layers are numbered in ``order`` (the paths in call order, as a
+    :class:`_Tracer` records them); layers not in it follow in group order.
+    """
+    position = {path: i for i, path in enumerate(order)}
+    groups = sorted(groups, key=lambda g: position.get(g[0], len(position) + groups.index(g)))
+    output_layer_ids = set()
+    if _is_graph_model(model, keras):
+        from ..loading import output_layers
+        output_layer_ids = {id(layer) for layer in output_layers(model)}
+    infos = []
+    for index, (path, layer, variables) in enumerate(groups):
+        class_name = type(layer).__name__ if layer is not None else type(model).__name__
+        shape = None
+        if layer is not None:
+            with contextlib.suppress(Exception):
+                shape = [None if s is None else int(s) for s in layer.output.shape[1:]]
+        infos.append(LayerInfo(
+            name=path, class_name=class_name, index=index,
+            activation=activation_name(layer) if layer is not None else None,
+            num_params=int(sum(int(np.prod(v.shape)) for v in variables)),
+            recurrent=layer is not None and _is_recurrent(layer, keras),
+            is_output=layer is not None and id(layer) in output_layer_ids,
+            kernel_initializer=_initializer_name(layer, "kernel_initializer") if layer is not None else None,
+            recurrent_initializer=(_initializer_name(layer, "recurrent_initializer")
+                                   if layer is not None and _is_recurrent(layer, keras) else None),
+            bias_initializer=_initializer_name(layer, "bias_initializer") if layer is not None else None,
+            output_shape=shape,
+        ))
+    for before, after in zip(infos, infos[1:]):
+        before.next_is_normalization = "Normalization" in after.class_name
+    return infos
+
+
+def activation_stats(tf, output, activation):
+    """The :data:`ACTIVATION_STATS` of one layer output that apply to its activation.
+
+    ``saturated_fraction`` is measured for sigmoid- and tanh-like activations,
+    ``dead_fraction`` for the ReLU family; the other statistics always.
+    """
+    output = tf.cast(output, "float32")
+    finite = tf.math.is_finite(output)
+    safe = tf.where(finite, output, tf.zeros_like(output))
+    stats = {
+        "activation_mean": tf.reduce_mean(safe),
+        "activation_std": tf.math.reduce_std(safe),
+        "nonfinite_activations": tf.reduce_sum(tf.cast(tf.logical_not(finite), "float32")),
+    }
+    if activation in ("sigmoid", "hard_sigmoid"):
+        near = tf.logical_or(safe < 0.01, safe > 0.99)
+        stats["saturated_fraction"] = tf.reduce_mean(tf.cast(near, "float32"))
+    elif activation in SATURATING_ACTIVATIONS:
+        stats["saturated_fraction"] = tf.reduce_mean(tf.cast(tf.abs(safe) > 0.99, "float32"))
+    if activation in RELU_FAMILY and len(output.shape) >= 2:
+        axes = list(range(len(output.shape) - 1))
+        alive = tf.reduce_max(tf.abs(safe), axis=axes) > 0.0
+        stats["dead_fraction"] = 1.0 - tf.reduce_mean(tf.cast(alive, "float32"))
+    return stats
+
+
+def _initializer_name(layer, key: str) -> str | None:
+    initializer = getattr(layer, key, None)
+    if initializer is None and getattr(layer, "cell", None) is not None:
+        initializer = getattr(layer.cell, key, None)
+    if initializer is None and getattr(layer, "forward_layer", None) is not None:
+        return _initializer_name(layer.forward_layer, key)
+    if initializer is None:
+        return None
+    name = type(initializer).__name__
+    stddev = getattr(initializer, "stddev", None)
+    if stddev is not None and name in ("RandomNormal", "TruncatedNormal"):
+        return f"{name}(stddev={float(stddev):g})"
+    value = getattr(initializer, "value", None)
+    if name == "Constant" and value is not None:
+        values = np.asarray(value, dtype="float64").ravel()
+        if values.size == 1:
+            return f"Constant({values[0]:g})"
+        return f"Constant(mean={values.mean():g})"
+    return name
