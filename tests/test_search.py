@@ -124,7 +124,9 @@ def test_ctrl_c_during_search_keeps_best_so_far_and_cleans_up(tmp_path):
             break
     process.send_signal(signal.SIGINT)
     try:
-        out, err = process.communicate(timeout=120)
+        # After the interrupt the best trial is still confirmed and reported: on a
+        # loaded 2-core machine that alone has taken over two minutes.
+        out, err = process.communicate(timeout=360)
     finally:
         process.kill()
     assert process.returncode == 130, "".join(lines) + err
