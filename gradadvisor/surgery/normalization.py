@@ -1,0 +1,62 @@
+"""Planning normalization: BatchNormalization around hidden layers, LayerNormalization in sequences."""
+
+from __future__ import annotations
+
+from ..loading import activation_name
+from .plan import _LayerSpec, _LeafPlan, _Names, _find_config_value
+from .structure import _ACTIVATION_LAYERS, _is_kernel_layer, _is_recurrent
+
+
+def _plan_normalization(plan, setup, structure, plans, names, keras) -> None:
+    kind = setup.normalization_kind
+    path, layer = plan.path, plan.layer
+    if kind is None or structure.followed_by_normalization(path):
+        return
+    if kind == "layernorm":
+        if not structure.sequence:
+            return
+        returns_sequences = (_find_config_value(plan.config, "return_sequences")
+                             and not _find_config_value(plan.config, "return_state"))
+        if (_is_recurrent(layer, keras) and returns_sequences) or isinstance(layer, keras.layers.Dense):
+            plan.inserts.append(_LayerSpec("LayerNormalization", {"name": names.new(f"{layer.name}_ln")}))
+        return
+    if not _is_kernel_layer(layer):
+        return
+    activation = plan.final_activation()
+    if activation not in (None, "linear"):
+        # Dense(activation=f) becomes Dense, then BatchNormalization and f in the chosen order.
+        plan.activation_from = plan.activation_from or activation_name(layer) or "custom"
+        plan.edits["activation"] = "linear"
+        label = activation if isinstance(activation, str) else "activation"
+        act = _LayerSpec("Activation", {"activation": activation, "name": names.new(f"{layer.name}_{label}")})
+        batchnorm = _batchnorm_spec(plan, names)
+        plan.inserts = [batchnorm, act] if kind == "batchnorm_before" else [act, batchnorm]
+        return
+    if plan.inserts:
+        # A linear layer followed by an inserted LeakyReLU/PReLU.
+        batchnorm = _batchnorm_spec(plan, names)
+        plan.inserts = ([batchnorm] + plan.inserts if kind == "batchnorm_before"
+                        else plan.inserts + [batchnorm])
+        return
+    # A linear layer followed by a separate activation layer only.
+    after = structure.successors[path]
+    if len(after) != 1:
+        return
+    activation_plan = plans[after[0]]
+    follower = activation_plan.layer
+    if (type(follower).__name__ not in _ACTIVATION_LAYERS
+            or activation_name(follower) in (None, "softmax")):
+        return
+    if after[0] in structure.outputs or structure.followed_by_normalization(after[0]):
+        return
+    if kind == "batchnorm_before":
+        plan.inserts.append(_batchnorm_spec(plan, names))
+    else:
+        activation_plan.inserts.append(_batchnorm_spec(plan, names))
+
+
+def _batchnorm_spec(plan: _LeafPlan, names: _Names) -> _LayerSpec:
+    kwargs: dict = {"name": names.new(f"{plan.layer.name}_bn")}
+    if plan.config.get("data_format") == "channels_first":
+        kwargs["axis"] = 1
+    return _LayerSpec("BatchNormalization", kwargs)

@@ -1,0 +1,129 @@
+"""The snippet: Python showing how to write a setup in one's own model-building code."""
+
+from __future__ import annotations
+
+from .._tf import import_keras
+from ..probe import _is_graph_model, leaf_layers
+from .activations import _LAYER_ACTIVATIONS
+from .optimizer import _tidy
+from .setup import Setup, _as_setup
+
+
+def snippet(setup: Setup, *, model=None) -> str:
+    """Python showing how to write ``setup`` in one's own model-building code.
+
+    The text runs as it is (it imports keras and defines ``hidden``, the layers
+    of one hidden block, and ``optimizer`` when the setup changes it).
+
+    Args:
+        setup: A :class:`Setup` (or its dict).
+        model: Optional; its optimizer's class and learning rate are used, and its
+            first recurrent layer's class if it has one, instead of generic ones.
+
+    Returns:
+        The snippet, lines joined with newlines.
+
+    Example:
+        >>> print(snippet(Setup(initializer="he_normal", clipping="clipnorm")))
+    """
+    setup = _as_setup(setup)
+    if setup.is_baseline:
+        return "# This setup keeps the model as it is: nothing to change.\n"
+    recurrent_class, has_recurrent = "LSTM", True
+    if model is not None:
+        _, keras = import_keras()
+        if _is_graph_model(model, keras):
+            recurrent = [layer for _, layer in leaf_layers(model) if isinstance(layer, keras.layers.RNN)]
+            has_recurrent = bool(recurrent)
+            if recurrent:
+                recurrent_class = type(recurrent[0]).__name__
+    units = [64, 32]
+    if model is not None and _is_graph_model(model, import_keras()[1]):
+        dense = [layer for _, layer in leaf_layers(model) if hasattr(layer, "units")]
+        rnn = [layer for layer in dense if getattr(layer, "cell", None) is not None]
+        if dense:
+            units[0] = int(dense[0].units)
+        if rnn:
+            units[1] = int(rnn[0].units)
+    lines = ["import keras", "from keras import layers", ""]
+    lines += _snippet_layers(setup, recurrent_class, has_recurrent, units)
+    if setup.recurrence_kind == "irnn":
+        lines += ["# IRNN: ReLU units and an identity recurrent matrix in each SimpleRNN layer.",
+                  f'recurrent = layers.SimpleRNN({units[1]}, activation="relu", '
+                  'recurrent_initializer="identity")']
+    optimizer_lines = _snippet_optimizer(setup, model)
+    if optimizer_lines:
+        lines += [""] + optimizer_lines
+    return "\n".join(lines) + "\n"
+
+
+def _snippet_layers(setup: Setup, recurrent_class: str, has_recurrent: bool, units) -> list:
+    """The hidden-block lines; ``units`` are the Dense and recurrent widths to show."""
+    init = setup.kernel_initializer
+    activation = setup.activation
+    normalization = setup.normalization_kind
+    if init is None and activation is None and normalization is None:
+        return []
+    init_args = f', kernel_initializer="{init}", bias_initializer="zeros"' if init else ""
+    lines = []
+    if normalization == "layernorm":
+        recurrent_init = f', kernel_initializer="{init}", recurrent_initializer="orthogonal"' if init else ""
+        lines += ["# Recurrent models: LayerNormalization after each recurrent layer that returns",
+                  "# sequences and after each hidden Dense layer.",
+                  "hidden = [",
+                  f"    layers.{recurrent_class}({units[1]}, return_sequences=True{recurrent_init}),",
+                  "    layers.LayerNormalization(),"]
+        lines += [f"    {line}," for line in _dense_and_activation(init_args, activation, width=units[0])]
+        lines += ["    layers.LayerNormalization(),", "]"]
+        return lines
+    block = _dense_and_activation(init_args, activation, split=normalization is not None,
+                                  width=units[0])
+    if normalization == "batchnorm_before":
+        block.insert(1, "layers.BatchNormalization()")
+    elif normalization == "batchnorm_after":
+        block.append("layers.BatchNormalization()")
+    if normalization is None:
+        lines += ["# Each hidden Dense or Conv layer; the output layer keeps its activation."]
+    else:
+        order = ("BatchNormalization, then the activation" if normalization == "batchnorm_before"
+                 else "the activation, then BatchNormalization")
+        lines += ["# Each hidden Dense or Conv layer, linear, then " + order + ";",
+                  "# the output layer keeps its activation."]
+    if init and has_recurrent:
+        lines += [f'# Recurrent layers: kernel_initializer="{init}", recurrent_initializer="orthogonal".']
+    if activation is None and normalization is not None:
+        lines += ["# Keep your own activation where this shows relu."]
+    lines += ["hidden = ["] + [f"    {line}," for line in block] + ["]"]
+    return lines
+
+
+def _dense_and_activation(init_args: str, activation: str | None, split: bool = False,
+                          width: int = 64) -> list:
+    if activation in _LAYER_ACTIVATIONS:
+        return [f"layers.Dense({width}{init_args})", f"layers.{_LAYER_ACTIVATIONS[activation]}()"]
+    if split:
+        return [f"layers.Dense({width}{init_args})", f'layers.Activation("{activation or "relu"}")']
+    if activation is None:
+        return [f"layers.Dense({width}{init_args})"]
+    return [f'layers.Dense({width}, activation="{activation}"{init_args})']
+
+
+def _snippet_optimizer(setup: Setup, model) -> list:
+    clipping = setup.clipping_kind
+    if clipping is None and setup.learning_rate_scale == 1.0:
+        return []
+    name, rate = "Adam", 0.001
+    if model is not None and getattr(model, "optimizer", None) is not None:
+        name = type(model.optimizer).__name__
+        rate = model.optimizer.get_config().get("learning_rate")
+    arguments = []
+    comment = ""
+    if setup.learning_rate_scale != 1.0:
+        if isinstance(rate, (int, float)):
+            arguments.append(f"learning_rate={_tidy(rate * setup.learning_rate_scale)!r}")
+            comment = f"  # {setup.learning_rate_scale:g} x {_tidy(rate):g}"
+        else:
+            comment = f"  # scale your learning rate schedule by {setup.learning_rate_scale:g}"
+    if clipping is not None:
+        arguments.append(f"{clipping}={setup.clip_threshold!r}")
+    return [f"optimizer = keras.optimizers.{name}({', '.join(arguments)}){comment}"]
