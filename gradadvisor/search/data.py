@@ -1,0 +1,74 @@
+"""Data: the seeded held-out split every candidate shares, and a model's held-out loss."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._tf import import_keras
+from ..errors import UsageError
+from ..loading import Data, synthetic_data
+
+
+def split_data(data: Data | None, model, seed: int, fraction: float = 0.2):
+    """``(train, validation)``: a seeded held-out split of the data.
+
+    A ``tf.data.Dataset`` is read into arrays first (at most 4096 samples),
+    because every candidate must see exactly the same batches.
+    """
+    if data is None:
+        data = synthetic_data(model, num_samples=1024, seed=seed)
+    if data.dataset is not None:
+        data = _materialise(data, model)
+    n = data.num_samples
+    if n < 10:
+        raise UsageError(f"The search needs at least 10 samples to hold some out; the data has {n}.")
+    order = np.random.default_rng(seed).permutation(n)
+    held = max(2, min(int(round(n * fraction)), 2048))
+    val_index, train_index = order[:held], order[held:]
+
+    def take(index):
+        ys = data.y if isinstance(data.y, list) else [data.y]
+        y = [t[index] for t in ys]
+        return Data([a[index] for a in data.x], y[0] if len(y) == 1 else y, data.source)
+
+    return take(train_index), take(val_index)
+
+
+def _materialise(data: Data, model, limit: int = 4096) -> Data:
+    xs, ys, count = [], [], 0
+    names = [getattr(t, "name", "") for t in model.inputs]
+    for element in data.dataset:
+        x, y = element[0], element[1]
+        if isinstance(x, dict):
+            x = [x[name] for name in names]
+        x = [np.asarray(a) for a in (x if isinstance(x, (list, tuple)) else [x])]
+        xs.append(x)
+        ys.append(np.asarray(y))
+        count += len(ys[-1])
+        if count >= limit:
+            break
+    x = [np.concatenate([batch[i] for batch in xs])[:limit] for i in range(len(xs[0]))]
+    return Data(x, np.concatenate(ys)[:limit], data.source)
+
+
+def held_out(model, loss_fn, data: Data, kind: str) -> tuple:
+    """``(loss, accuracy or None)`` of ``model`` on held-out data, in inference mode."""
+    tf, _ = import_keras()
+    predictions = []
+    for start in range(0, data.num_samples, 512):
+        batch = [tf.convert_to_tensor(a[start:start + 512]) for a in data.x]
+        predictions.append(model(batch[0] if len(batch) == 1 else batch, training=False))
+    if isinstance(predictions[0], (list, tuple)):
+        return float("nan"), None
+    prediction = tf.concat(predictions, 0)
+    loss = float(loss_fn(tf.convert_to_tensor(data.y), prediction))
+    predicted = prediction.numpy()
+    y = np.asarray(data.y)
+    accuracy = None
+    if kind == "sparse":
+        accuracy = float(np.mean(np.argmax(predicted, -1) == y.reshape(len(y), -1)[:, 0]))
+    elif kind == "categorical":
+        accuracy = float(np.mean(np.argmax(predicted, -1) == np.argmax(y, -1)))
+    elif kind == "binary":
+        accuracy = float(np.mean((predicted.reshape(y.shape) > 0.5) == (y > 0.5)))
+    return loss, accuracy
