@@ -22,7 +22,7 @@ and the compiled optimizer would be thrown away anyway.
 
 from .optimizer import optimizer_for
 from .rewrite import OPTIMIZER, apply_setup, describe_changes
-from .setup import ACTIVATIONS, CLIPPINGS, INITIALIZERS, NORMALIZATIONS, RECURRENCES, Setup
+from .setups import ACTIVATIONS, CLIPPINGS, INITIALIZERS, NORMALIZATIONS, RECURRENCES, Setup
 from .snippets import snippet
 
 __all__ = ["Setup", "apply_setup", "describe_changes", "optimizer_for", "snippet", "INITIALIZERS",

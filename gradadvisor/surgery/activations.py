@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..loading import RELU_FAMILY, SATURATING_ACTIVATIONS, activation_name
 from .plan import _LayerSpec, _LeafPlan, _Names
-from .setup import Setup
+from .setups import Setup
 from .structure import _is_recurrent
 
 _LAYER_ACTIVATIONS = {"leaky_relu": "LeakyReLU", "prelu": "PReLU"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .plan import _LeafPlan, _entry, _find_config_value
-from .setup import INITIALIZERS, Setup
+from .setups import INITIALIZERS, Setup
 
 _KERNEL_KEYS = ("kernel_initializer", "depthwise_initializer", "pointwise_initializer")
 

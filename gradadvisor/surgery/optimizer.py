@@ -6,7 +6,7 @@ import collections.abc
 
 from .._tf import import_keras
 from ..errors import SurgeryError
-from .setup import Setup, _as_setup
+from .setups import Setup, _as_setup
 
 _CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .initializers import _initializer_class
 from .plan import _LeafPlan, _entry
-from .setup import Setup
+from .setups import Setup
 
 
 def _plan_recurrence(plan: _LeafPlan, setup: Setup, keras) -> None:

@@ -12,7 +12,7 @@ from .normalization import _plan_normalization
 from .optimizer import _CLIP_KEYS, _compile_arguments, _optimizer_configs, _tidy, optimizer_for
 from .plan import _LeafPlan, _Names, _entry
 from .recurrence import _plan_recurrence
-from .setup import Setup, _as_setup
+from .setups import Setup, _as_setup
 from .structure import _Structure
 
 #: The ``layer`` of optimizer-level entries in :func:`describe_changes`.

@@ -6,7 +6,7 @@ from .._tf import import_keras
 from ..probe import _is_graph_model, leaf_layers
 from .activations import _LAYER_ACTIVATIONS
 from .optimizer import _tidy
-from .setup import Setup, _as_setup
+from .setups import Setup, _as_setup
 
 
 def snippet(setup: Setup, *, model=None) -> str:
