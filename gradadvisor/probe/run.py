@@ -118,7 +118,7 @@ class _Probe:
         return group_variables(self.work, self.keras)
 
     def _step_function(self):
-        tf, keras, work = self.tf, self.keras, self.work
+        tf, work = self.tf, self.work
         variables = work.trainable_weights
         optimizer = self.optimizer
         # Creating the optimizer's slots inside the first trace would force a
@@ -183,7 +183,7 @@ class _Probe:
             outputs by path (None, None without activation recording); and
             d loss / d input of each recurrent layer by path.
         """
-        tf, keras, work = self.tf, self.keras, self.work
+        tf, work = self.tf, self.work
         variables = work.trainable_weights
         with tf.GradientTape() as tape:
             tracer, y_pred = self._forward(x, tape)
