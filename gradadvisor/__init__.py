@@ -39,13 +39,13 @@ _LAZY = {
     "Recommendation": ("search", "Recommendation"),
     "Setup": ("surgery", "Setup"),
     "apply_setup": ("surgery", "apply_setup"),
-    "Diagnosis": ("diagnosis", "Diagnosis"),
-    "Finding": ("diagnosis", "Finding"),
+    "Diagnosis": ("analysis", "Diagnosis"),
+    "Finding": ("analysis", "Finding"),
     "run_probe": ("probe", "run_probe"),
     "ProbeResult": ("probe", "ProbeResult"),
     "load_model": ("loading", "load_model"),
     "load_data": ("loading", "load_data"),
-    "load_rules": ("engine", "load_rules"),
+    "load_rules": ("analysis", "load_rules"),
 }
 
 

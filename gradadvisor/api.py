@@ -2,38 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
-from .errors import UsageError
-
-
-def prepare(model, x=None, y=None, *, data=None, target=None, unsafe_load=False,
-            custom_objects=None, seed: int = 0):
-    """Resolve a model (object or path) and its data (arrays, dataset, file or synthetic).
-
-    Returns:
-        ``(model, data, model_path)``.
-    """
-    from .loading import Data, from_python, load_data, resolve_model
-
-    model_path = str(model) if isinstance(model, (str, Path)) else None
-    if isinstance(custom_objects, str):
-        from .loading import import_custom_objects
-
-        custom_objects = import_custom_objects(custom_objects)
-    model = resolve_model(model, unsafe=unsafe_load, custom_objects=custom_objects)
-    if data is not None and x is not None:
-        raise UsageError("Pass either data=... (a file or module:function) or x and y, not both.")
-    if data is not None:
-        resolved = load_data(data, model, target=target)
-    elif isinstance(x, Data):
-        resolved = x
-    elif x is not None:
-        resolved = from_python(x, y, model)
-    else:
-        resolved = None
-    return model, resolved, model_path
+from .loading.prepare import prepare
 
 
 def diagnose(model, x=None, y=None, *, data=None, target=None, steps: int = 30,
@@ -60,15 +31,15 @@ def diagnose(model, x=None, y=None, *, data=None, target=None, steps: int = 30,
         progress: Called as ``progress(stage, done, total)``.
 
     Returns:
-        A :class:`~gradadvisor.diagnosis.Diagnosis`.
+        A :class:`~gradadvisor.Diagnosis`.
 
     Example:
         >>> import gradadvisor
         >>> diagnosis = gradadvisor.diagnose("model.keras", steps=20)
         >>> print(diagnosis.status, [f.rule for f in diagnosis.findings])
     """
-    from .diagnosis import Diagnosis, versions
-    from .engine import evaluate, load_rules, select_rules
+    from .analysis.diagnosis import Diagnosis, versions
+    from .analysis.engine import evaluate, load_rules, select_rules
     from .probe import run_probe
 
     rules = select_rules(load_rules(rules_dirs), select, ignore)

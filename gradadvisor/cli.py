@@ -145,7 +145,7 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
         if Path(tuner_dir).exists() and not Path(tuner_dir).is_dir():
             raise OutputError(f"--tuner-dir '{tuner_dir}' is a file. Name a folder.")
     select_ids, ignore_ids = _split_ids(select), _split_ids(ignore)
-    from .engine import load_rules, select_rules
+    from .analysis.engine import load_rules, select_rules
 
     select_rules(load_rules(rules_dirs), select_ids, ignore_ids)
     if data and example:
@@ -198,7 +198,7 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
 
 def _check_distributed(distributed, oracle_address, tuner_id, oracle_timeout, search, tuner_dir):
     """The distributed settings, checked before TensorFlow loads; None for a local search."""
-    from .distributed import check_can_listen, resolve_cluster
+    from .search.distributed import check_can_listen, resolve_cluster
 
     if distributed is None:
         if oracle_address is not None or tuner_id is not None:
@@ -277,7 +277,7 @@ _rules_option = click.option("--rules", "rules_dirs", metavar="DIR", multiple=Tr
 @_rules_option
 def rules_list(rules_dirs):
     """Table of rule id, name, category and severity."""
-    from .engine import load_rules
+    from .analysis.engine import load_rules
 
     loaded = load_rules(rules_dirs)
     click.echo(f"{'ID':<7}{'NAME':<26}{'CATEGORY':<22}{'SEVERITY':<9}SCOPE")
@@ -290,8 +290,8 @@ def rules_list(rules_dirs):
 @_rules_option
 def rules_explain(rule_id, rules_dirs):
     """Explain one rule: why it matters, its condition in words, and the fixes."""
-    from .engine import load_rules
-    from .signals import REGISTRY
+    from .analysis.engine import load_rules
+    from .analysis.signals import REGISTRY
 
     loaded = load_rules(rules_dirs)
     rule = loaded.get(rule_id.upper())
@@ -313,7 +313,7 @@ def rules_explain(rule_id, rules_dirs):
 @rules.command("signals")
 def rules_signals():
     """List the signals rule conditions can use, with unit and scope."""
-    from .signals import REGISTRY
+    from .analysis.signals import REGISTRY
 
     for entry in REGISTRY.values():
         click.echo(f"{entry.name} [{entry.scope}, {entry.unit}]")
@@ -332,7 +332,7 @@ def report(diagnosis_json, output, force):
     import json
     from pathlib import Path
 
-    from .diagnosis import Diagnosis
+    from .analysis.diagnosis import Diagnosis
     from .files import check_output_path
 
     source = Path(diagnosis_json)

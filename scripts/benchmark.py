@@ -76,7 +76,7 @@ def our_verdict(diagnosis) -> dict:
 
 def key_signals(diagnosis) -> dict:
     """The signal values a miscalibration report needs, from gradadvisor's probe."""
-    from gradadvisor.signals import REGISTRY, evaluate_signals
+    from gradadvisor.analysis.signals import REGISTRY, evaluate_signals
 
     probe = diagnosis.probe
     model_names = [n for n, s in REGISTRY.items() if s.scope == "model"]

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="batch size for the example")
     args = parser.parse_args(argv)
 
-    from gradadvisor.diagnosis import Diagnosis
+    from gradadvisor.analysis.diagnosis import Diagnosis
     from gradadvisor.files import atomic_output
     from gradadvisor.report.browser import BrowserError, Chromium, file_url
     from gradadvisor.report.html import render_html

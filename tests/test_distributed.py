@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from gradadvisor.cli import main_group
-from gradadvisor.distributed import (Cluster, OracleUnreachableError, check_settings, resolve_cluster,
+from gradadvisor.search.distributed import (Cluster, OracleUnreachableError, check_settings, resolve_cluster,
                                      write_settings)
 from gradadvisor.errors import UsageError
 from gradadvisor.search import TrialRecord, read_records, write_record
@@ -246,8 +246,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import numpy as np
-    from gradadvisor.api import prepare
-    from gradadvisor.mirrored import resolve_strategy
+    from gradadvisor.loading import prepare
+    from gradadvisor.probe.mirrored import resolve_strategy
     from gradadvisor.probe import run_probe
     from gradadvisor.search import recommend
 
@@ -268,8 +268,8 @@ def _close(a, b, tolerance=1e-4):
 
 
 def test_probe_and_confirmation_run_on_two_devices_with_the_same_numbers(sigmoid_files, tmp_path):
-    from gradadvisor.api import prepare
-    from gradadvisor.mirrored import resolve_strategy
+    from gradadvisor.loading import prepare
+    from gradadvisor.probe.mirrored import resolve_strategy
     from gradadvisor.probe import run_probe
     from gradadvisor.search import recommend
 

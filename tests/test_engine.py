@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gradadvisor.engine import builtin_rules_dir, load_rule_file, load_rules, run_examples, select_rules
+from gradadvisor.analysis.engine import builtin_rules_dir, load_rule_file, load_rules, run_examples, select_rules
 from gradadvisor.errors import RuleError, UsageError
 from gradadvisor.examples import EXAMPLES
 
@@ -75,7 +75,7 @@ def test_malformed_rule_file_gives_one_clear_line(tmp_path, edit, message):
 
 
 def test_user_folder_overrides_a_builtin_threshold(tmp_path, zoo_diagnoses):
-    from gradadvisor.engine import evaluate
+    from gradadvisor.analysis.engine import evaluate
 
     probe = zoo_diagnoses["healthy-relu"].probe
     assert not [f for f in evaluate(probe, RULES) if f.rule == "GA401"]
@@ -138,7 +138,7 @@ def test_json_validates_against_the_documented_schema(zoo_diagnoses):
 
 
 def test_diagnosis_round_trips_through_json(zoo_diagnoses):
-    from gradadvisor.diagnosis import Diagnosis
+    from gradadvisor.analysis.diagnosis import Diagnosis
 
     for diagnosis in zoo_diagnoses.values():
         text = diagnosis.to_json()

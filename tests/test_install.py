@@ -29,7 +29,7 @@ def test_plain_install_ships_rules_and_schema(tmp_path):
     shipped = {p.relative_to(target).as_posix() for p in (target / "gradadvisor").rglob("*.py")}
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "gradadvisor").rglob("*.py")}
     assert modules <= shipped, sorted(modules - shipped)
-    code = ("import gradadvisor, gradadvisor.engine as e, pathlib, json;"
+    code = ("import gradadvisor, gradadvisor.analysis.engine as e, pathlib, json;"
             "print(gradadvisor.__file__);"
             "print(e.builtin_rules_dir());"
             "print(len(e.load_rules()));"

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gradadvisor.engine import Rule, builtin_rules_dir, load_rule_file
+from gradadvisor.analysis.engine import Rule, builtin_rules_dir, load_rule_file
 from gradadvisor.errors import DataError, RuleError
 from gradadvisor.loading import Data, validate_data
 

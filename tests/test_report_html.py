@@ -10,7 +10,7 @@ import sys
 import pytest
 from markupsafe import escape
 
-from gradadvisor.diagnosis import Diagnosis
+from gradadvisor.analysis.diagnosis import Diagnosis
 from gradadvisor.report.html import format_number, format_percent, render_html
 
 EXAMPLES = ("deep-sigmoid", "large-init-relu", "long-rnn", "healthy-relu")
@@ -302,7 +302,7 @@ def test_footer_has_what_it_takes_to_reproduce(diagnoses, reports):
 
 def test_rendering_needs_no_tensorflow(diagnoses):
     code = ("import sys\n"
-            "from gradadvisor.diagnosis import Diagnosis\n"
+            "from gradadvisor.analysis.diagnosis import Diagnosis\n"
             "from gradadvisor.report.html import render_html\n"
             "html = render_html(Diagnosis.from_json(sys.stdin.read()))\n"
             "loaded = {m.split('.')[0] for m in sys.modules}\n"

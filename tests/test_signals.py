@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gradadvisor.probe import LayerInfo, ProbeResult
-from gradadvisor.signals import REGISTRY, _median, evaluate_signals
+from gradadvisor.analysis.signals import REGISTRY, _median, evaluate_signals
 
 
 def _probe(grad_rms_by_layer, timestep_norms=None, steps=4):

@@ -37,7 +37,7 @@ def _evaluate(probe, rules):
     The signals fit tiny robust regressions; next to TensorFlow's threads a
     multi-threaded BLAS makes each fit many times slower, not faster.
     """
-    from ..engine import evaluate
+    from ..analysis.engine import evaluate
 
     with _blas_controller().limit(limits=1, user_api="blas"):
         return evaluate(probe, rules)

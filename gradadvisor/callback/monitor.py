@@ -115,7 +115,7 @@ class _GradientMonitor:
                  loss_spike: float | None = 10.0, record_activations: bool = True,
                  report=None, force: bool = False, tensorboard_dir=None):
         super().__init__()
-        from ..engine import load_rules, select_rules
+        from ..analysis.engine import load_rules, select_rules
 
         if every_n_steps is not None:
             _check_whole(every_n_steps, "every_n_steps", 1)
@@ -296,7 +296,7 @@ class _GradientMonitor:
     # Public helpers
 
     def diagnosis(self):
-        """The :class:`~gradadvisor.diagnosis.Diagnosis` of the latest measurements.
+        """The :class:`~gradadvisor.Diagnosis` of the latest measurements.
 
         All selected rules run, whatever ``min_severity`` is, over the last
         ``window`` measurements.
@@ -304,7 +304,7 @@ class _GradientMonitor:
         Raises:
             UsageError: nothing has been measured yet.
         """
-        from ..diagnosis import Diagnosis, versions
+        from ..analysis.diagnosis import Diagnosis, versions
 
         if not self._window:
             raise UsageError(

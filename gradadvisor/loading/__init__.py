@@ -16,3 +16,4 @@ from .introspection import (RELU_FAMILY, SATURATING_ACTIVATIONS, activation_name
 from .loss import LossChoice, resolve_loss  # noqa: F401
 from .models import check_model_path, import_custom_objects, load_model, resolve_model  # noqa: F401
 from .synthetic import synthetic_data  # noqa: F401
+from .prepare import prepare  # noqa: F401

@@ -44,7 +44,7 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
             ``tf.distribute.MirroredStrategy`` when several are visible (or
             uses the strategy whose scope is active), a
             ``tf.distribute.Strategy`` to use that one, or None for one device.
-            See :mod:`gradadvisor.mirrored`; the numbers are the same.
+            See :mod:`gradadvisor.probe.mirrored`; the numbers are the same.
 
     Returns:
         A :class:`ProbeResult`.
@@ -66,7 +66,7 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
             f"The batch size {batch_size} is larger than the data ({data.num_samples} samples). "
             f"Pass --batch-size {data.num_samples} or less."
         )
-    from ..mirrored import MirroredProbe, replicas_note, resolve_strategy, usable_strategy
+    from .mirrored import MirroredProbe, replicas_note, resolve_strategy, usable_strategy
 
     strategy = resolve_strategy(strategy)
     keras.utils.set_random_seed(seed)

@@ -1,6 +1,6 @@
 """The self-contained HTML report: one file, readable offline, on paper and on a phone.
 
-:func:`render_html` turns a :class:`~gradadvisor.diagnosis.Diagnosis` (or one
+:func:`render_html` turns a :class:`~gradadvisor.Diagnosis` (or one
 rebuilt from its JSON) into HTML text.  Everything the page needs is inside it:
 the CSS is inline, the charts are inline SVG from :mod:`.plots`, and there are
 no scripts, fonts, images or links to anything outside the file.  A
@@ -55,7 +55,7 @@ def render_html(diagnosis) -> str:
     before/after confirmation, and how to reproduce the run.
 
     Args:
-        diagnosis: A :class:`~gradadvisor.diagnosis.Diagnosis`, for example
+        diagnosis: A :class:`~gradadvisor.Diagnosis`, for example
             from :func:`gradadvisor.diagnose` or ``Diagnosis.from_json``.
 
     Returns:
@@ -63,7 +63,7 @@ def render_html(diagnosis) -> str:
         after a round trip through ``to_json``/``from_json``.
 
     Example:
-        >>> from gradadvisor.diagnosis import Diagnosis
+        >>> from gradadvisor import Diagnosis
         >>> diagnosis = Diagnosis.from_json(open("diagnosis.json").read())
         >>> html = render_html(diagnosis)
         >>> html.startswith("<!doctype html>")
@@ -196,7 +196,7 @@ def _context(diagnosis) -> dict:
 
 
 def _signal_info(name: str) -> dict:
-    from ..signals import REGISTRY
+    from ..analysis.signals import REGISTRY
 
     entry = REGISTRY.get(name)
     return {"unit": entry.unit if entry else "", "doc": entry.doc if entry else ""}

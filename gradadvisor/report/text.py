@@ -29,7 +29,7 @@ def _wrap(text, indent):
 
 
 def render_text(diagnosis, color: bool = False) -> str:
-    """Render a :class:`~gradadvisor.diagnosis.Diagnosis` for the terminal."""
+    """Render a :class:`~gradadvisor.Diagnosis` for the terminal."""
     probe = diagnosis.probe
     status = diagnosis.status
     lines = [

@@ -14,10 +14,10 @@ recommended only if it is healthier and reaches a lower held-out loss.
 Each trial's measurements are written as a :class:`TrialRecord` into the
 trial's folder of the tuner directory, and the ranking reads them back from
 there.  A local search and a distributed one (Keras Tuner's chief/worker mode,
-see :mod:`gradadvisor.distributed`), whose chief runs no trial itself, thus
+see :mod:`gradadvisor.search.distributed`), whose chief runs no trial itself, thus
 rank, confirm and save through the same code.  With several devices visible,
 candidates are built and trained under a ``tf.distribute.MirroredStrategy``
-(see :mod:`gradadvisor.mirrored`).
+(see :mod:`gradadvisor.probe.mirrored`).
 """
 
 from .data import held_out, split_data

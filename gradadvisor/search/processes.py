@@ -10,7 +10,7 @@ from ..loading import Data
 def search_settings(model, train: Data, val: Data, *, dimensions, seed, batch_size, trial_steps, tuner,
                     rules) -> dict:
     """What must be equal in every process of a distributed search for its trials to compare."""
-    from ..distributed import fingerprint
+    from .distributed import fingerprint
 
     def arrays(data):
         return list(data.x) + (data.y if isinstance(data.y, list) else [data.y])
@@ -30,7 +30,7 @@ def _search_environment(cluster, role):
     import os
     import warnings
 
-    from ..distributed import ENV_ORACLE_IP, tuner_environment
+    from .distributed import ENV_ORACLE_IP, tuner_environment
 
     if role is None and os.environ.get(ENV_ORACLE_IP):
         warnings.warn(f"{ENV_ORACLE_IP} is set, but the search was not asked to be distributed, so it runs in "
@@ -42,7 +42,7 @@ def _search_environment(cluster, role):
 
 def _run_search(search, oracle, cluster, settings, progress) -> None:
     """Run the tuner's search in this process's part: local, chief or worker."""
-    from ..distributed import check_settings, serve, wait_for_oracle, work, write_settings
+    from .distributed import check_settings, serve, wait_for_oracle, work, write_settings
 
     if cluster is None:
         search.search(verbose=0)

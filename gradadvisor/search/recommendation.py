@@ -124,13 +124,13 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
         >>> rec.recommended, rec.setup
         >>> rec.fixed_model.fit(x, y)
     """
-    from ..api import prepare
-    from ..distributed import check_can_listen, resolve_cluster
-    from ..engine import evaluate, load_rules
+    from ..loading.prepare import prepare
+    from .distributed import check_can_listen, resolve_cluster
+    from ..analysis.engine import evaluate, load_rules
     from ..files import atomic_output, check_output_path
-    from ..mirrored import resolve_strategy, scope
+    from ..probe.mirrored import resolve_strategy, scope
     from ..probe import _is_graph_model, run_probe
-    from ..diagnosis import Diagnosis
+    from ..analysis.diagnosis import Diagnosis
     from ..surgery import apply_setup, describe_changes, snippet
 
     tf, keras = import_keras()

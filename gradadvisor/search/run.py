@@ -44,8 +44,8 @@ def train_and_measure(model, train: Data, val: Data, *, steps: int, batch_size: 
     With a ``tf.distribute`` strategy, an in-place ``model`` must have been
     built in its scope; a copy is made in it.
     """
-    from ..diagnosis import Diagnosis
-    from ..engine import evaluate
+    from ..analysis.diagnosis import Diagnosis
+    from ..analysis.engine import evaluate
     from ..probe import _working_copy, make_loss_function, run_probe
 
     tf, keras = import_keras()

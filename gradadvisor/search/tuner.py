@@ -27,7 +27,7 @@ def _tuner_classes():
                 hp.Choice(dimension.name, dimension.values, default=dimension.default)
 
         def build(self, hp):
-            from ..mirrored import scope
+            from ..probe.mirrored import scope
             from ..surgery import apply_setup
 
             self.declare(hp)

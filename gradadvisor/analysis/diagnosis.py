@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .probe import ProbeResult
+from ..probe import ProbeResult
 
 SCHEMA = "gradadvisor.diagnosis/1"
 _RANK = {"error": 0, "warning": 1, "info": 2}
@@ -139,7 +139,7 @@ class Diagnosis:
 
     def to_dict(self) -> dict:
         """The fixed JSON schema ``gradadvisor.diagnosis/1`` as a dict."""
-        from .probe import _jsonable
+        from ..probe import _jsonable
 
         probe = self.probe
         return _jsonable({
@@ -166,7 +166,7 @@ class Diagnosis:
     @classmethod
     def from_dict(cls, data: dict) -> "Diagnosis":
         """Rebuild a diagnosis from :meth:`to_dict` output (no TensorFlow needed)."""
-        from .errors import UsageError
+        from ..errors import UsageError
 
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise UsageError(
@@ -186,14 +186,14 @@ class Diagnosis:
 
     def to_text(self, color: bool = False) -> str:
         """A short terminal summary: verdict, findings, what to do."""
-        from .report.text import render_text
+        from ..report.text import render_text
 
         return render_text(self, color=color)
 
     def save_html(self, path, force: bool = True) -> None:
         """Write the self-contained HTML report to ``path`` (atomically)."""
-        from .files import check_output_path, write_text_atomic
-        from .report.html import render_html
+        from ..files import check_output_path, write_text_atomic
+        from ..report.html import render_html
 
         path = check_output_path(path, force=force)
         write_text_atomic(path, render_html(self))

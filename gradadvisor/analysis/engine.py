@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .errors import RuleError
+from ..errors import RuleError
 
 CATEGORIES = ("vanishing_gradients", "exploding_gradients", "nonfinite", "dead_units",
               "saturated_units", "slow_updates", "large_updates")
@@ -454,7 +454,7 @@ def select_rules(rules: dict, select=None, ignore=None) -> dict:
     Raises:
         RuleError: an id that no loaded rule has.
     """
-    from .errors import UsageError
+    from ..errors import UsageError
 
     for option, ids in (("--select", select), ("--ignore", ignore)):
         unknown = [i for i in (ids or []) if i not in rules]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from .loading import SATURATING_ACTIVATIONS
-from .probe import ProbeResult
+from ..loading import SATURATING_ACTIVATIONS
+from ..probe import ProbeResult
 from .signals import flow_layers
 
 CAUSES: dict[str, Callable] = {}

@@ -21,9 +21,9 @@ from __future__ import annotations
 import contextlib
 import functools
 
-from ._tf import import_keras
-from .errors import UsageError
-from .probe import _Probe
+from .._tf import import_keras
+from ..errors import UsageError
+from .run import _Probe
 
 #: Read by :func:`resolve_strategy`; an explicit strategy or None bypasses it.
 AUTO = "auto"

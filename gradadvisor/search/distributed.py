@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import GradAdvisorError, UsageError
+from ..errors import GradAdvisorError, UsageError
 
 ROLES = ("chief", "worker")
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
@@ -219,7 +219,7 @@ def fingerprint(arrays) -> str:
 
 def write_settings(project_dir, settings: dict) -> None:
     """The chief's search settings, for the workers to check theirs against."""
-    from .files import write_text_atomic
+    from ..files import write_text_atomic
 
     write_text_atomic(Path(project_dir) / SETTINGS_FILE,
                       json.dumps({"schema": SETTINGS_SCHEMA, "settings": settings}, indent=1, sort_keys=True))

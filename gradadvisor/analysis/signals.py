@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from .probe import ProbeResult
+from ..probe import ProbeResult
 
 #: Floor for logarithms of gradient norms that are exactly zero.
 _TINY = 1e-30
