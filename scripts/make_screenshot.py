@@ -2,7 +2,8 @@
 
 By default this probes the built-in ``deep-sigmoid`` example (vanishing
 gradients; probe only, no search), renders its report and photographs the top
-of it in headless Chromium.  ``--json`` renders a saved diagnosis instead.
+of it in headless Chromium (driven by Selenium; ``apt-get install chromium
+chromium-driver`` and ``pip install selenium``).  ``--json`` renders a saved diagnosis instead.
 
 The picture ends below the gradient-flow chart (``--until``), at most
 ``--max-height`` pixels down, and is reduced to a 256-colour palette
@@ -28,6 +29,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parent.parent
+# The browser driver is a test helper, kept with the tests rather than in the package.
+sys.path.insert(0, str(ROOT / "tests"))
 EXAMPLE = "deep-sigmoid"
 
 
@@ -82,7 +85,8 @@ def main(argv=None) -> int:
 
     from gradadvisor.analysis.diagnosis import Diagnosis
     from gradadvisor.files import atomic_output
-    from gradadvisor.report.browser import BrowserError, Chromium, file_url
+    from browser import Browser, BrowserError, file_url
+    from selenium.common.exceptions import WebDriverException
     from gradadvisor.report.html import render_html
 
     if args.json is not None:
@@ -97,7 +101,7 @@ def main(argv=None) -> int:
         page_path = Path(folder) / "report.html"
         page_path.write_text(html, encoding="utf-8")
         try:
-            with Chromium() as browser:
+            with Browser() as browser:
                 page = browser.open(file_url(page_path), width=args.width, height=900)
                 if page.errors or page.requests != [page.url]:
                     print(f"The report did not load cleanly: errors {page.errors}, "
@@ -113,7 +117,7 @@ def main(argv=None) -> int:
                     if bottom is not None:
                         height = min(height, int(bottom) + 24)
                 png = page.screenshot(max_height=height)
-        except BrowserError as error:
+        except (BrowserError, WebDriverException) as error:
             print(error, file=sys.stderr)
             return 1
 

@@ -23,7 +23,7 @@ import functools
 
 from .._tf import import_keras
 from ..errors import UsageError
-from .run import _Probe
+from .step import ProbeStep
 
 #: Read by :func:`resolve_strategy`; an explicit strategy or None bypasses it.
 AUTO = "auto"
@@ -100,10 +100,10 @@ def scope(strategy):
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
-class MirroredProbe(_Probe):
+class MirroredProbe(ProbeStep):
     """The probe with each batch split across the strategy's replicas.
 
-    Only the forward and backward pass differ from :class:`~gradadvisor.probe._Probe`:
+    Only the forward and backward pass differ from :class:`~gradadvisor.probe.step.ProbeStep`:
     it runs under ``strategy.run`` and returns full-batch quantities, so the
     update and every statistic are computed by the same code as on one device.
     """

@@ -1,0 +1,210 @@
+"""The compiled training step the probe runs, and what it reduces to scalars.
+
+:class:`ProbeStep` runs one probe over a working copy: each step is one
+``tf.function`` that runs the forward pass layer by layer, computes the loss and
+gradients, applies the optimizer and reduces every statistic in the graph.
+:class:`~.mirrored.MirroredProbe` changes only the forward and backward pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..loading import activation_name
+from .batches import _batches
+from .stats import (activation_stats, describe_layers, group_variables, layer_weight_stats,
+                    timestep_norms)
+from .walk import _is_graph_model, _Tracer
+
+
+class ProbeStep:
+    """One probe run over a working copy; :meth:`run` returns ProbeResult fields."""
+
+    def __init__(self, work, tf, keras, record_activations, loss_fn, optimizer):
+        self.work, self.tf, self.keras = work, tf, keras
+        self.loss_fn, self.optimizer = loss_fn, optimizer
+        self.record_activations = record_activations and _is_graph_model(work, keras)
+        self.groups = self._group_variables()
+        self.layout: list = []
+        self.timestep_layout: list = []
+        self.order: list = []
+
+    def _group_variables(self):
+        return group_variables(self.work, self.keras)
+
+    def _step_function(self):
+        tf, work = self.tf, self.work
+        variables = work.trainable_weights
+        optimizer = self.optimizer
+        # Creating the optimizer's slots inside the first trace would force a
+        # second trace; fit() builds them up front too.
+        if not optimizer.built:
+            optimizer.build(variables)
+        groups = self.groups
+
+        def step(x, y):
+            self.layout, self.timestep_layout = [], []
+            loss, variable_grads, order, outputs, rnn_grads = self._gradients(x, y)
+            by_id = {id(v): g for v, g in zip(variables, variable_grads)}
+            before = {id(v): tf.identity(v) for v in variables}
+            optimizer.apply(
+                [g if g is not None else tf.zeros_like(v) for v, g in zip(variables, variable_grads)],
+                variables)
+            values = [tf.cast(loss, "float32")]
+            self.layout.append(("", "loss"))
+            total_sq = tf.constant(0.0)
+            for path, _, group in groups:
+                if not group:
+                    continue
+                stats, square = layer_weight_stats(
+                    tf, group, [by_id[id(v)] for v in group], [before[id(v)] for v in group])
+                total_sq = total_sq + square
+                for name, value in stats.items():
+                    self.layout.append((path, name))
+                    values.append(value)
+            values.append(tf.sqrt(total_sq))
+            self.layout.append(("", "global_grad_norm"))
+            if order is not None:
+                self.order = list(order)
+                for path in order:
+                    output = outputs.get(path)
+                    if not isinstance(output, tf.Tensor) or not output.dtype.is_floating:
+                        continue
+                    layer = self._layer_by_path(path)
+                    for name, value in self._activation_stats(output, activation_name(layer)).items():
+                        self.layout.append((path, name))
+                        values.append(value)
+            timestep_values = []
+            for path, grad in rnn_grads.items():
+                norms = timestep_norms(tf, grad)
+                if norms is not None:
+                    self.timestep_layout.append((path, int(norms.shape[0])))
+                    timestep_values.append(norms)
+            vector = tf.stack([tf.cast(v, "float32") for v in values])
+            timesteps = tf.concat(timestep_values, 0) if timestep_values else tf.zeros([0])
+            return vector, timesteps
+
+        # Every batch has the same shape and the step has no tensor-dependent Python
+        # control flow: one trace, without autograph, keeps start-up close to fit().
+        return tf.function(step, autograph=False)
+
+    def _gradients(self, x, y):
+        """One forward and backward pass on the batch, before the update.
+
+        Returns:
+            ``(loss, variable_gradients, order, outputs, rnn_gradients)``: the
+            gradients in ``work.trainable_weights`` order (None where a
+            variable got none); the layer paths in call order and their
+            outputs by path (None, None without activation recording); and
+            d loss / d input of each recurrent layer by path.
+        """
+        tf, work = self.tf, self.work
+        variables = work.trainable_weights
+        with tf.GradientTape() as tape:
+            tracer, y_pred = self._forward(x, tape)
+            loss = self.loss_fn(y, y_pred)
+            if work.losses:
+                loss = loss + tf.add_n([tf.cast(extra, loss.dtype) for extra in work.losses])
+        rnn_paths = list(tracer.rnn_inputs) if tracer else []
+        sources = list(variables) + [tracer.rnn_inputs[p] for p in rnn_paths]
+        gradients = tape.gradient(loss, sources)
+        if tracer is None:
+            return loss, gradients[:len(variables)], None, None, {}
+        return (loss, gradients[:len(variables)], tracer.order, tracer.outputs,
+                dict(zip(rnn_paths, gradients[len(variables):])))
+
+    def _forward(self, x, tape):
+        """``(tracer, y_pred)``: the forward pass, leaf by leaf when outputs are recorded.
+
+        Shared by the single-device step and each replica of the multi-device one.
+        """
+        if not self.record_activations:
+            return None, self.work(x[0] if len(x) == 1 else x, training=True)
+        tracer = _Tracer(self.keras, watch=tape.watch)
+        return tracer, tracer.run(self.work, x, training=True)
+
+    def _layer_by_path(self, path):
+        for name, layer, _ in self.groups:
+            if name == path:
+                return layer
+        return None
+
+    def _activation_stats(self, output, activation):
+        return activation_stats(self.tf, output, activation)
+
+    def run(self, data, steps, batch_size, seed, progress):
+        tf = self.tf
+        step = self._step_function()
+        names = [getattr(t, "name", "") for t in (getattr(self.work, "inputs", None) or [])]
+        batches = _batches(data, batch_size, seed, names)
+        stats: dict = {}
+        timestep_norms: dict = {}
+        losses, global_norms = [], []
+        nonfinite = None
+        first = True
+        for index in range(steps):
+            x, y = next(batches)
+            x = [tf.convert_to_tensor(a) for a in x]
+            y = [tf.convert_to_tensor(t) for t in y] if isinstance(y, list) else tf.convert_to_tensor(y)
+            try:
+                vector, timesteps = step(x, y)
+            except Exception:
+                if not (first and self.record_activations):
+                    raise
+                # The layer-by-layer walk relies on Keras internals; fall back to a
+                # plain forward pass (weights and gradients only) rather than fail.
+                self.record_activations = False
+                step = self._step_function()
+                vector, timesteps = step(x, y)
+            first = False
+            vector = vector.numpy().astype("float64")
+            timesteps = timesteps.numpy().astype("float64")
+            for (path, name), value in zip(self.layout, vector):
+                if path == "":
+                    (losses if name == "loss" else global_norms).append(float(value))
+                else:
+                    stats.setdefault(path, {}).setdefault(name, []).append(float(value))
+            offset = 0
+            for path, length in self.timestep_layout:
+                timestep_norms.setdefault(path, []).append(timesteps[offset:offset + length].tolist())
+                offset += length
+            if progress is not None:
+                progress(index + 1, steps)
+            nonfinite = self._first_nonfinite(index, stats, losses)
+            if nonfinite is not None:
+                break
+        return {
+            "layers": self._layer_infos(),
+            "loss": losses,
+            "global_grad_norm": global_norms,
+            "stats": stats,
+            "timestep_grad_norms": timestep_norms,
+            "nonfinite": nonfinite,
+            "activations_recorded": self.record_activations,
+        }
+
+    def _first_nonfinite(self, step, stats, losses):
+        infos = self._layer_infos()
+        bad_grads = [i.name for i in infos if stats.get(i.name, {}).get("nonfinite_grads", [0])[-1] > 0]
+        bad_outputs = [i.name for i in infos
+                       if stats.get(i.name, {}).get("nonfinite_activations", [0])[-1] > 0]
+        loss_finite = math.isfinite(losses[-1])
+        if loss_finite and not bad_grads:
+            return None
+        where = "loss" if not loss_finite else "gradients"
+        return {
+            "step": step,
+            "where": where,
+            "loss": losses[-1],
+            "layers_with_nonfinite_gradients": bad_grads,
+            "layers_with_nonfinite_outputs": bad_outputs,
+            "first_layer_from_output": bad_grads[-1] if bad_grads else (bad_outputs[-1] if bad_outputs else None),
+            "first_layer_from_input": (bad_outputs[0] if bad_outputs else (bad_grads[0] if bad_grads else None)),
+        }
+
+    def _layer_infos(self):
+        if getattr(self, "_infos", None) is not None and self._infos_order == self.order:
+            return self._infos
+        infos = describe_layers(self.work, self.groups, self.order, self.keras)
+        self._infos, self._infos_order = infos, list(self.order)
+        return infos
