@@ -79,7 +79,8 @@ class Page:
         url: The URL that was opened.
         errors: Console errors, uncaught exceptions and failed loads, as Chromium
             logged them (its browser log at level SEVERE).
-        requests: Every URL the page requested, the document itself included.
+        requests: Every URL the page requested, the document itself included;
+            ``data:`` URIs carry their content inline and are not counted.
     """
 
     def __init__(self, browser: "Browser", url: str, errors: list, requests: list):
@@ -158,7 +159,9 @@ class Browser:
         for entry in performance_log:
             message = json.loads(entry["message"])["message"]
             if message.get("method") == "Network.requestWillBeSent":
-                requests.append(message["params"]["request"]["url"])
+                requested = message["params"]["request"]["url"]
+                if not requested.startswith("data:"):
+                    requests.append(requested)
         return Page(self, url, errors, requests)
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
 """The HTML report: what it says and in which order, escaping, self-containment, NaN."""
 
+import base64
 import functools
 import json
 import math
@@ -96,12 +97,21 @@ def renamed(diagnosis, old: str, new: str, **model) -> Diagnosis:
     return Diagnosis.from_dict(data)
 
 
+CHART_SOURCE = re.compile(r'<img src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"')
+
+
+def with_charts(html: str) -> str:
+    """``html`` followed by the SVG documents of the charts it embeds, decoded."""
+    return html + "".join(base64.b64decode(data).decode("utf-8")
+                          for data in CHART_SOURCE.findall(html))
+
+
 def section(html: str, name: str) -> str:
-    """The HTML of one top-level section (up to the next one)."""
+    """The HTML of one top-level section (up to the next one), with its charts decoded."""
     start = html.index(f'id="{name}"')
     following = [html.index(f'id="{other}"') for other in SECTIONS
                  if f'id="{other}"' in html and html.index(f'id="{other}"') > start]
-    return html[start:min(following, default=len(html))]
+    return with_charts(html[start:min(following, default=len(html))])
 
 
 @pytest.fixture(scope="session")
@@ -161,9 +171,14 @@ def test_gradient_flow_chart_shows_every_layer_and_marks_the_problem(diagnoses, 
 def test_report_is_self_contained(reports, name):
     html = reports[name]
     lowered = html.lower()
-    for forbidden in ("http://", "https://", "src=", "<script", "<link", "@import", "<iframe",
-                      "<object", "<embed", "<img", "//cdn", "xlink:href"):
+    for forbidden in ("http://", "https://", "<script", "<link", "@import", "<iframe",
+                      "<object", "<embed", "//cdn", "xlink:href"):
         assert forbidden not in lowered, forbidden
+    # The only sources are the charts' own data URIs, and the policy allows nothing else.
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert sources and all(s.startswith("data:image/svg+xml;base64,") for s in sources)
+    assert lowered.count("src=") == len(sources)
+    assert "img-src data:;" in html
     # url(...) only ever points inside the page (SVG clip paths).
     assert all(target.startswith("#") for target in re.findall(r"url\(\s*([^)]*)\)", html))
     assert all(target.startswith("#") for target in re.findall(r'href="([^"]*)"', html))
@@ -188,7 +203,9 @@ def test_names_are_escaped_everywhere_including_the_charts(diagnoses):
     diagnosis.command = "gradadvisor diagnose '<b>bold</b>.keras'"
     diagnosis.model_path = "</code><script>alert(3)</script>.keras"
     html = render_html(diagnosis)
-    assert "<script" not in html and "<img" not in html and "<b>" not in html
+    assert "<script" not in html and "<b>" not in html
+    # The only images are the charts, embedded as data URIs (inert: no script, no request).
+    assert html.count("<img") == len(CHART_SOURCE.findall(html)) >= 2
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&lt;img src=x onerror=&#34;alert(2)&#34;&gt;" in html
     assert "&lt;/code&gt;&lt;script&gt;alert(3)" in html
@@ -216,7 +233,7 @@ def test_nonfinite_values_are_left_out_of_charts_and_explained(diagnoses, report
     assert "left out of the median: NaN or infinite gradients" in flow
     assert f"at step {step} the {diagnosis.probe.nonfinite['where']} became NaN or infinite" in flow
     assert f"NaN/inf {diagnosis.probe.nonfinite['where']} at step {step}" in section(html, "loss")
-    assert re.search(r'\sd="[^"]*nan', html, re.IGNORECASE) is None
+    assert re.search(r'\sd="[^"]*nan', with_charts(html), re.IGNORECASE) is None
 
 
 def test_a_probe_with_nothing_finite_still_renders(diagnoses):

@@ -1,4 +1,4 @@
-"""The report's charts, as small inline SVG that needs nothing from the network.
+"""The report's charts, as small SVG images that need nothing from the network.
 
 One function per chart.  Each takes plain data (a
 :class:`~gradadvisor.probe.ProbeResult`, rows of the layer table, a
@@ -9,9 +9,9 @@ Figures are built with :class:`matplotlib.figure.Figure` and saved straight to
 SVG, never through ``pyplot``: rendering a report neither switches the user's
 backend nor leaves figures open, and the style applies only inside
 ``rc_context``.  Text stays text (``svg.fonttype = 'none'``), which keeps a
-chart to a few kilobytes and lets matplotlib escape layer names as XML; the
-SVG is then trimmed for inline use and checked so that nothing in it can run
-or load anything.
+chart to a few kilobytes and lets matplotlib escape layer names as XML.  The
+report embeds each chart as an ``<img>`` with a ``data:`` URI, where a browser
+runs no script and fetches nothing, so the SVG needs no cleaning.
 
 Values that are NaN, infinite or (on a log scale) zero are masked out of the
 lines before matplotlib sees them, and each chart's notes say what was left out.
@@ -20,11 +20,9 @@ lines before matplotlib sees them, and each chart's notes say what was left out.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import base64
 import io
 import math
-import re
-import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 
@@ -64,17 +62,14 @@ _MAX_POINTS = 240
 _MAX_LABEL = 18
 #: More layer names than this under an axis would overlap; every n-th is shown.
 _MAX_TICK_LABELS = 20
-#: SVG elements matplotlib writes; anything else means the SVG is not ours.
-_ALLOWED_ELEMENTS = {"svg", "g", "defs", "path", "use", "clipPath", "rect", "text", "tspan",
-                     "title", "desc", "polyline", "polygon", "line", "circle", "ellipse"}
 
 
 @dataclasses.dataclass
 class Chart:
-    """One chart ready to inline: its SVG text and what it leaves out.
+    """One chart ready to embed: its SVG document and what it leaves out.
 
     Attributes:
-        svg: A ``<svg>`` element without XML prolog, ids unique to this chart.
+        svg: The SVG document matplotlib wrote.
         notes: Sentences about values not drawn (NaN, infinite, zero).
         description: A text alternative saying what the chart shows.
     """
@@ -82,6 +77,11 @@ class Chart:
     svg: str
     notes: list
     description: str
+
+    @property
+    def src(self) -> str:
+        """The chart as a ``data:`` URI for an ``<img>``: self-contained, and inert."""
+        return "data:image/svg+xml;base64," + base64.b64encode(self.svg.encode("utf-8")).decode("ascii")
 
 
 def _floats(values) -> np.ndarray:
@@ -157,68 +157,15 @@ def _figure(height: float = _HEIGHT):
     return figure, figure.add_subplot()
 
 
-def _render(figure, prefix: str) -> str:
-    """Save ``figure`` as SVG and make it fit for inlining in HTML."""
+def _render(figure) -> str:
+    """Save ``figure`` as a standalone SVG document.
+
+    The report embeds it as an image (see :attr:`Chart.src`), where a browser
+    runs no script and loads nothing the document names, whatever it holds.
+    """
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None})
-    return _inline_svg(buffer.getvalue(), prefix)
-
-
-def _inline_svg(text: str, prefix: str) -> str:
-    """Trim matplotlib's SVG document into a safe, responsive inline ``<svg>``.
-
-    The prolog, DOCTYPE, metadata and comments go (they carry ``http://``
-    URIs and nothing a reader sees); fixed width and height go so CSS can scale
-    the chart; ids get ``prefix`` so several charts can share one page, and
-    ids nothing refers to are dropped to save bytes.  Only tags are rewritten:
-    text content, where layer names live, is already escaped and stays as is.
-    """
-    text = text[text.index("<svg"):]
-    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
-    text = re.sub(r"<!--.*?-->\s*", "", text, flags=re.S)
-    # The stroke defaults move to the page's CSS: a <style> inside inline SVG
-    # would apply to the whole document.
-    text = re.sub(r"<defs>\s*<style[^>]*>.*?</style>\s*</defs>\s*", "", text, flags=re.S)
-    text = re.sub(r"<style[^>]*>.*?</style>\s*", "", text, flags=re.S)
-    opening = re.match(r"<svg[^>]*>", text).group(0)
-    view_box = re.search(r'viewBox="([^"]+)"', opening).group(1)
-    text = (f'<svg viewBox="{view_box}" aria-hidden="true" focusable="false">'
-            + text[len(opening):])
-    referenced = set()
-    for tag in re.findall(r"<[^>]+>", text):
-        for by_url, by_href in re.findall(r'url\(#([^)"]+)\)|href="#([^"]+)"', tag):
-            referenced.add(by_url or by_href)
-
-    def rewrite(match):
-        tag = match.group(0).replace("xlink:href=", "href=")
-        tag = re.sub(r'\sid="([^"]+)"',
-                     lambda m: f' id="{prefix}-{m.group(1)}"' if m.group(1) in referenced else "",
-                     tag)
-        return tag.replace("url(#", f"url(#{prefix}-").replace('href="#', f'href="#{prefix}-')
-
-    text = re.sub(r"<[^>]+>", rewrite, text)
-    text = re.sub(r"\n\s*", "\n", text).strip()
-    _check_svg(text)
-    return text
-
-
-def _check_svg(text: str) -> None:
-    """Refuse SVG that could run code or load anything.
-
-    Matplotlib escapes text, so this never fires for the charts built here; it
-    guards the report against a future matplotlib writing something new.
-    """
-    root = ElementTree.fromstring(text)
-    for element in root.iter():
-        tag = element.tag.rsplit("}", 1)[-1]
-        if tag not in _ALLOWED_ELEMENTS:
-            raise RuntimeError(f"Refusing to inline SVG with a <{tag}> element in the report.")
-        for name, value in element.attrib.items():
-            outside = (name.endswith("href") and not value.startswith("#")) or any(
-                not target.startswith("#") for target in re.findall(r"url\(\s*([^)]*)\)", value))
-            if name.lower().startswith("on") or outside:
-                raise RuntimeError(
-                    f"Refusing to inline SVG with the attribute {name}={value!r} in the report.")
+    return buffer.getvalue()
 
 
 def _layer_ticks(axis, names: list) -> None:
@@ -399,7 +346,7 @@ def gradient_flow_chart(probe, problems: dict | None = None) -> Chart | None:
         axis.set_ylabel("RMS gradient (log scale)")
         axis.grid(axis="x", visible=False)
         axis.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=5, borderaxespad=0)
-        svg = _render(figure, "flow")
+        svg = _render(figure)
     description = (f"Line chart of the RMS gradient of {len(names)} layers from input to output "
                    f"on a log scale, for {len(_spread(finite_rows))} probe steps and their median.")
     return Chart(svg, notes, description)
@@ -452,7 +399,7 @@ def gradient_through_time_chart(probe, layer: str) -> Chart | None:
         axis.set_ylabel("‖d loss / d input‖ (log scale)")
         axis.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=4, borderaxespad=0)
         # Ids must differ between layers whose names differ only in punctuation.
-        svg = _render(figure, "time-" + hashlib.sha1(layer.encode()).hexdigest()[:8])
+        svg = _render(figure)
     description = (f"Line chart of the gradient norm at each of {length} timesteps of {layer}, "
                    "on a log scale, for a few probe steps and their median.")
     return Chart(svg, notes, description)
@@ -511,7 +458,7 @@ def loss_chart(probe) -> Chart | None:
             _mark_problem(axis, step, f"NaN/inf {where} at step {step}")
         axis.set_xlabel("probe step")
         axis.xaxis.get_major_locator().set_params(integer=True)
-        svg = _render(figure, "loss")
+        svg = _render(figure)
     description = f"Line chart of the training loss over {len(losses)} probe steps."
     return Chart(svg, notes, description)
 
@@ -552,7 +499,7 @@ def units_chart(rows: list) -> Chart | None:
         _layer_ticks(axis, names)
         axis.grid(axis="x", visible=False)
         axis.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, borderaxespad=0)
-        svg = _render(figure, "units")
+        svg = _render(figure)
     description = (f"Bar chart of the median share of dead and saturated units in {len(names)} "
                    "layers.")
     return Chart(svg, [], description)
@@ -593,6 +540,6 @@ def confirmation_chart(confirmation: dict) -> Chart | None:
         axis.set_xlabel("training step (same data, same seed)")
         axis.xaxis.get_major_locator().set_params(integer=True)
         axis.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, borderaxespad=0)
-        svg = _render(figure, "confirm")
+        svg = _render(figure)
     description = "Line chart comparing the training loss of the original and recommended setups."
     return Chart(svg, notes, description)
