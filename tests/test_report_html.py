@@ -2,6 +2,7 @@
 
 import base64
 import functools
+import html as html_module
 import json
 import math
 import re
@@ -344,3 +345,14 @@ def test_numbers_are_formatted_for_people(value, text):
                                          (None, "—"), ("nan", "NaN")])
 def test_fractions_are_formatted_as_percentages(value, text):
     assert format_percent(value) == text
+
+
+def test_a_diagnosis_shows_its_report_in_a_notebook(diagnoses):
+    diagnosis = renamed(diagnoses["deep-sigmoid"], "dense_8", EVIL)
+    frame = diagnosis._repr_html_()
+    assert frame.startswith('<iframe srcdoc="') and frame.endswith("></iframe>")
+    # The sandbox allows nothing: no script runs even if the page had one.
+    assert ' sandbox title="gradadvisor report" ' in frame
+    page = html_module.unescape(re.match(r'<iframe srcdoc="([^"]*)"', frame).group(1))
+    assert page == render_html(diagnosis)
+    assert "<script" not in frame and EVIL not in frame

@@ -198,6 +198,12 @@ class Diagnosis:
         path = check_output_path(path, force=force)
         write_text_atomic(path, render_html(self))
 
+    def _repr_html_(self) -> str:
+        """The HTML report, inline in a Jupyter notebook cell."""
+        from ..report.html import render_notebook_html
+
+        return render_notebook_html(self)
+
 
 _CATEGORY_TEXT = {
     "vanishing_gradients": "has vanishing gradients",

@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import math
 
+import markupsafe
+
 from . import plots
 
 #: A finding names at most this many layers and counts the rest, so a finding
@@ -71,6 +73,23 @@ def render_html(diagnosis) -> str:
     """
     template = _environment().get_template("report.html")
     return template.render(**_context(diagnosis))
+
+
+#: Height of the report's frame in a notebook; the page scrolls inside it.
+NOTEBOOK_FRAME_HEIGHT = 720
+
+
+def render_notebook_html(diagnosis) -> str:
+    """The HTML report framed for a notebook cell (Jupyter's ``_repr_html_``).
+
+    The page goes into a sandboxed ``<iframe srcdoc>``: its styles cannot
+    restyle the notebook, and the sandbox (no ``allow-scripts``) keeps the
+    report's promise that nothing in it runs.
+    """
+    page = markupsafe.escape(render_html(diagnosis))
+    return (f'<iframe srcdoc="{page}" sandbox title="gradadvisor report" '
+            f'style="width: 100%; height: {NOTEBOOK_FRAME_HEIGHT}px; border: 1px solid #d1d5db; '
+            'border-radius: 8px;"></iframe>')
 
 
 @functools.lru_cache(maxsize=1)
