@@ -8,7 +8,10 @@ traceback); findings at or above ``--fail-on`` give exit code 1.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
 
 import click
@@ -49,6 +52,42 @@ class _Progress:
         self.last_stage = stage
 
 
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+_received: list = []
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C would be, so every cleanup runs the same way."""
+
+
+def _on_stop_signal(signum, frame):
+    _received.append(signum)
+    # A second signal during the cleanup must not cut it short and leave files behind.
+    for number in _STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    raise _Stopped(signum)
+
+
+def _interrupted_code() -> int:
+    """130 after Ctrl-C, 128 + the signal's number after SIGTERM or SIGHUP (as a shell reports them)."""
+    return 128 + _received[-1] if _received else EXIT_INTERRUPTED
+
+
+def _set_debug(ctx, param, value):
+    if value:
+        from ._tf import set_quiet
+
+        set_quiet(False)
+        root = ctx.find_root()
+        root.obj = dict(root.obj or {}, debug=True)
+    return value
+
+
+_debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+    help="Show full tracebacks and TensorFlow's log output.")
+
+
 def _split_ids(value):
     if not value:
         return None
@@ -73,13 +112,14 @@ def main_group(ctx, debug):
 
 
 @main_group.command()
+@_debug_option
 @click.argument("model", required=False, type=click.Path(dir_okay=True))
 @click.option("--example", metavar="NAME", help="Diagnose a built-in example instead of a file (see 'gradadvisor examples').")
 @click.option("--data", metavar="PATH", help="Training data: a .npz (x, y) or .csv file, or module:function. Default: the example's data, or synthetic data shaped from the model.")
 @click.option("--target", metavar="COLUMN", help="The label column of a CSV data file.")
 @click.option("--steps", type=click.IntRange(min=1, max=100000), default=30, show_default=True, help="Training steps to probe.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Samples per training step.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for batch order, synthetic data and the search.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True, help="Seed for batch order, synthetic data and the search.")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output on stdout.")
 @click.option("--report", "report_path", metavar="PATH", help="Also write the self-contained HTML report here.")
 @click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True, help="Exit with code 1 when findings reach this severity.")
@@ -133,17 +173,27 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
         get_example(example)
     else:
         check_model_path(model)
+    if data is not None:
+        from .loading.data import check_data_path
+
+        check_data_path(data)
     cluster = _check_distributed(distributed, oracle_address, tuner_id, oracle_timeout, search, tuner_dir)
     worker = cluster is not None and cluster.role == "worker"
+    inputs = [path for path in (model, data) if path is not None and os.path.exists(path)]
     if report_path and not worker:
-        check_output_path(report_path, force=force, suffix=".html")
+        check_output_path(report_path, force=force, suffix=".html", inputs=inputs)
     if save_fixed and not worker:
-        check_output_path(save_fixed, force=force, suffix=".keras")
+        check_output_path(save_fixed, force=force, suffix=".keras", inputs=inputs)
     if tuner_dir:
         from pathlib import Path
 
+        from .files import check_tuner_project
+        from .search.tuner import PROJECT_NAME
+
         if Path(tuner_dir).exists() and not Path(tuner_dir).is_dir():
             raise OutputError(f"--tuner-dir '{tuner_dir}' is a file. Name a folder.")
+        if search and not worker:
+            check_tuner_project(Path(tuner_dir) / PROJECT_NAME)
     select_ids, ignore_ids = _split_ids(select), _split_ids(ignore)
     from .analysis.engine import load_rules, select_rules
 
@@ -191,7 +241,7 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
             click.echo(f"report written to {report_path}", err=True)
     if diagnosis.recommendation and diagnosis.recommendation.get("interrupted"):
         click.echo("gradadvisor: search interrupted; the best trial so far is shown above.", err=True)
-        ctx.exit(EXIT_INTERRUPTED)
+        ctx.exit(_interrupted_code())
     if fail_on != "never" and diagnosis.at_least(fail_on):
         ctx.exit(EXIT_FINDINGS)
 
@@ -228,7 +278,7 @@ def _worker_done(cluster, recommendation) -> int:
     trials = f"trial(s) {', '.join(ran)}" if ran else "no trials"
     if recommendation.get("interrupted"):
         click.echo(f"{prefix}: interrupted after {trials} for the oracle at {cluster.address}.", err=True)
-        return EXIT_INTERRUPTED
+        return _interrupted_code()
     if not recommendation.get("dimensions"):
         click.echo(f"{prefix}: {recommendation.get('reason', '')} It ran no trials.", err=True)
         return 0
@@ -238,6 +288,7 @@ def _worker_done(cluster, recommendation) -> int:
 
 
 @main_group.group(invoke_without_command=True)
+@_debug_option
 @click.pass_context
 def examples(ctx):
     """List the built-in examples, or save one with 'examples save NAME DIR'."""
@@ -251,9 +302,10 @@ def examples(ctx):
 
 
 @examples.command("save")
+@_debug_option
 @click.argument("name")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace files that already exist.")
 def examples_save(name, directory, seed, force):
     """Write NAME.keras and NAME.npz (arrays x and y) into DIRECTORY."""
@@ -265,6 +317,7 @@ def examples_save(name, directory, seed, force):
 
 
 @main_group.group()
+@_debug_option
 def rules():
     """List and explain the rules findings come from."""
 
@@ -274,6 +327,7 @@ _rules_option = click.option("--rules", "rules_dirs", metavar="DIR", multiple=Tr
 
 
 @rules.command("list")
+@_debug_option
 @_rules_option
 def rules_list(rules_dirs):
     """Table of rule id, name, category and severity."""
@@ -286,6 +340,7 @@ def rules_list(rules_dirs):
 
 
 @rules.command("explain")
+@_debug_option
 @click.argument("rule_id")
 @_rules_option
 def rules_explain(rule_id, rules_dirs):
@@ -311,6 +366,7 @@ def rules_explain(rule_id, rules_dirs):
 
 
 @rules.command("signals")
+@_debug_option
 def rules_signals():
     """List the signals rule conditions can use, with unit and scope."""
     from .analysis.signals import REGISTRY
@@ -321,6 +377,7 @@ def rules_signals():
 
 
 @main_group.command()
+@_debug_option
 @click.argument("diagnosis_json", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, metavar="PATH", help="The HTML file to write.")
 @click.option("--force", is_flag=True, help="Replace the output file if it exists.")
@@ -338,7 +395,7 @@ def report(diagnosis_json, output, force):
     source = Path(diagnosis_json)
     if not source.exists():
         raise UsageError(f"The diagnosis file '{source}' does not exist. Check the path.")
-    check_output_path(output, force=force, suffix=".html")
+    check_output_path(output, force=force, suffix=".html", inputs=[source])
     try:
         data = json.loads(source.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -354,7 +411,25 @@ def report(diagnosis_json, output, force):
 
 
 def main(argv=None) -> int:
-    """Entry point of the console script: one-line errors, documented exit codes."""
+    """Entry point of the console script: one-line errors, documented exit codes.
+
+    SIGTERM and SIGHUP (what ``kill``, ``timeout`` and CI cancellation send)
+    are handled like Ctrl-C: temporary files are removed, a search still
+    reports its best trial, and the exit code is 128 + the signal's number.
+    """
+    _received.clear()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for number in _STOP_SIGNALS:
+            handlers[number] = signal.signal(number, _on_stop_signal)
+    try:
+        return _main(argv)
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
+def _main(argv) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         code = main_group.main(args=argv, prog_name="gradadvisor", standalone_mode=False)
@@ -362,7 +437,7 @@ def main(argv=None) -> int:
         return done.exit_code
     except click.exceptions.Abort:
         click.echo("gradadvisor: interrupted.", err=True)
-        return EXIT_INTERRUPTED
+        return _interrupted_code()
     except click.ClickException as exc:
         if debug:
             raise
@@ -376,7 +451,7 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         click.echo("gradadvisor: interrupted.", err=True)
-        return EXIT_INTERRUPTED
+        return _interrupted_code()
     except Exception as exc:  # a bug: one line, and how to get the details
         if debug:
             raise
