@@ -17,12 +17,14 @@ import time
 import click
 
 from ._version import __version__
-from .errors import GradAdvisorError, OutputError, UsageError
+from .errors import GradAdvisorError, OutputError, UsageError, quote
 
 EXIT_FINDINGS = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
+MAX_DIAGNOSIS_BYTES = 256 * 2**20
+MAX_MESSAGE = 600
 
 
 class _Progress:
@@ -389,25 +391,50 @@ def report(diagnosis_json, output, force):
     import json
     from pathlib import Path
 
-    from .analysis.diagnosis import Diagnosis
+    from .analysis.diagnosis import SCHEMA, Diagnosis, schema_problem
     from .files import check_output_path
 
     source = Path(diagnosis_json)
     if not source.exists():
         raise UsageError(f"The diagnosis file '{source}' does not exist. Check the path.")
+    if source.is_dir():
+        raise UsageError(f"The diagnosis file '{source}' is a folder. Pass the JSON file written by "
+                         "'gradadvisor diagnose --format json'.")
     check_output_path(output, force=force, suffix=".html", inputs=[source])
+    if source.stat().st_size > MAX_DIAGNOSIS_BYTES:
+        raise UsageError(f"The diagnosis file '{source}' is {source.stat().st_size} bytes, more than a diagnosis "
+                         f"ever is ({MAX_DIAGNOSIS_BYTES // 2**20} MiB). Pass the output of 'gradadvisor diagnose "
+                         "--format json'.")
     try:
         data = json.loads(source.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"The diagnosis file '{source}' is not valid JSON ({exc}). Pass the "
+        raise UsageError(f"The diagnosis file '{source}' is not valid JSON ({quote(str(exc))}). Pass the "
                          "output of 'gradadvisor diagnose --format json'.") from None
-    try:
-        diagnosis = Diagnosis.from_dict(data)
-    except (KeyError, TypeError) as exc:
-        raise UsageError(f"The diagnosis file '{source}' is incomplete (missing {exc}). Pass the "
-                         "output of 'gradadvisor diagnose --format json'.") from None
+    except RecursionError:
+        raise UsageError(f"The diagnosis file '{source}' nests too deeply to be a diagnosis. Pass the output of "
+                         "'gradadvisor diagnose --format json'.") from None
+    except OSError as exc:
+        raise UsageError(f"The diagnosis file '{source}' cannot be read ({quote(exc.strerror or str(exc))}). "
+                         "Check its permissions.") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise UsageError(f"The diagnosis file '{source}' is not a gradadvisor diagnosis (expected schema "
+                         f"'{SCHEMA}'). Pass the JSON written by 'gradadvisor diagnose --format json'.")
+    problem = schema_problem(data)
+    if problem:
+        raise UsageError(f"The diagnosis file '{source}' does not follow the schema {SCHEMA}: {problem}. Pass "
+                         "the JSON written by 'gradadvisor diagnose --format json', unedited.")
+    diagnosis = Diagnosis.from_dict(data, validate=False)
     diagnosis.save_html(output, force=force)
     click.echo(f"report written to {output}")
+
+
+def _one_line(message: str) -> str:
+    """A message on one line, its middle cut if a quoted value made it longer than a line should be."""
+    message = " ".join(message.split())
+    if len(message) > MAX_MESSAGE:
+        half = MAX_MESSAGE // 2
+        message = f"{message[:half]} ... {message[-half:]}"
+    return message
 
 
 def main(argv=None) -> int:
@@ -441,13 +468,12 @@ def _main(argv) -> int:
     except click.ClickException as exc:
         if debug:
             raise
-        message = exc.format_message().replace("\n", " ")
-        click.echo(f"gradadvisor: error: {message}", err=True)
+        click.echo(f"gradadvisor: error: {_one_line(exc.format_message())}", err=True)
         return exc.exit_code if exc.exit_code else EXIT_BAD_INPUT
     except GradAdvisorError as exc:
         if debug:
             raise
-        click.echo(f"gradadvisor: error: {' '.join(str(exc).split())}", err=True)
+        click.echo(f"gradadvisor: error: {_one_line(str(exc))}", err=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         click.echo("gradadvisor: interrupted.", err=True)
@@ -455,7 +481,7 @@ def _main(argv) -> int:
     except Exception as exc:  # a bug: one line, and how to get the details
         if debug:
             raise
-        click.echo(f"gradadvisor: internal error: {type(exc).__name__}: {exc}. Rerun with --debug "
+        click.echo(f"gradadvisor: internal error: {type(exc).__name__}: {_one_line(str(exc))}. Rerun with --debug "
                    "for the traceback and report it.", err=True)
         return EXIT_INTERNAL
     return code if isinstance(code, int) else 0

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._tf import import_keras
-from ..errors import DataError
+from ..errors import DataError, quote
 from .introspection import input_specs
 from .loss import resolve_loss
 
@@ -41,17 +41,6 @@ MAX_EXPANSION = 100
 """An ``.npz`` member may expand to at most this many times its compressed size..."""
 EXPANSION_FLOOR = 64 * 2**20
 """...once it is larger than this many bytes: small or stored (uncompressed) arrays always pass."""
-MAX_QUOTED = 80
-"""Characters of a user's value quoted in a message; the rest is cut."""
-
-
-def quote(value, limit: int = MAX_QUOTED) -> str:
-    """``repr`` of a user's value, cut to ``limit`` characters so a message stays one short line."""
-    text = repr(value) if not isinstance(value, str) else value
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def check_data_path(spec) -> None:
     """Check a data path before TensorFlow loads: it exists, is a file of a known kind and is sane.
 
