@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import click
 
@@ -446,14 +447,22 @@ def main(argv=None) -> int:
     """
     _received.clear()
     handlers = {}
+    show = warnings.showwarning
+    warnings.showwarning = _show_warning
     if threading.current_thread() is threading.main_thread():
         for number in _STOP_SIGNALS:
             handlers[number] = signal.signal(number, _on_stop_signal)
     try:
         return _main(argv)
     finally:
+        warnings.showwarning = show
         for number, handler in handlers.items():
             signal.signal(number, handler)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line on stderr, like errors; --debug keeps Python's own format."""
+    click.echo(f"gradadvisor: warning: {_one_line(str(message))}", err=True)
 
 
 def _main(argv) -> int:
