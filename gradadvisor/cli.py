@@ -432,6 +432,8 @@ def report(diagnosis_json, output, force):
 def _one_line(message: str) -> str:
     """A message on one line, its middle cut if a quoted value made it longer than a line should be."""
     message = " ".join(message.split())
+    # Control characters from a file name must not reach the terminal (colours, cursor moves).
+    message = "".join(char if char.isprintable() else repr(char)[1:-1] for char in message)
     if len(message) > MAX_MESSAGE:
         half = MAX_MESSAGE // 2
         message = f"{message[:half]} ... {message[-half:]}"

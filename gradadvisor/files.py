@@ -171,9 +171,13 @@ def atomic_output(path):
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent if str(path.parent) else ".", directory=True)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise OutputError(
+                f"Cannot write '{path}': {exc.strerror or type(exc).__name__} while writing; nothing was "
+                "replaced. Free some space or choose another folder.") from None
         raise
 
 
