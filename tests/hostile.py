@@ -169,34 +169,34 @@ def write_npz_with_zeros(path: Path, arrays: dict, zeros: dict, chunk: int = 2**
             archive._didModify = True
 
 
-def run_measured(command, env=None, timeout=600, preexec_fn=None):
-    """Run ``command`` and return ``(returncode, stdout, stderr, peak RSS of that child in MiB)``."""
-    import signal
+_MEASURED = """\
+import atexit, os, runpy, sys
+
+def _peak():
+    # VmHWM belongs to this process image alone: ru_maxrss would also count the
+    # parent's memory at fork time, which in a test run holds TensorFlow.
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["HOSTILE_PEAK_FILE"], "w") as handle:
+        handle.write(str(kib))
+
+atexit.register(_peak)
+sys.argv = ["gradadvisor"] + sys.argv[1:]
+runpy.run_module("gradadvisor", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_measured(args, env, timeout=600):
+    """Run ``python -m gradadvisor ARGS``; ``(returncode, stdout, stderr, peak resident memory in MiB)``."""
     import subprocess
-    import threading
 
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                               preexec_fn=preexec_fn)
-    chunks = {"out": [], "err": []}
-
-    def drain(stream, key):
-        chunks[key].append(stream.read())
-
-    readers = [threading.Thread(target=drain, args=(process.stdout, "out")),
-               threading.Thread(target=drain, args=(process.stderr, "err"))]
-    for reader in readers:
-        reader.start()
-    timer = threading.Timer(timeout, lambda: os.kill(process.pid, signal.SIGKILL))
-    timer.start()
-    try:
-        _, status, usage = os.wait4(process.pid, 0)
-    finally:
-        timer.cancel()
-    for reader in readers:
-        reader.join()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    peak = usage.ru_maxrss / 1024  # KiB on Linux
-    return process.returncode, b"".join(chunks["out"]).decode(), b"".join(chunks["err"]).decode(), peak
+    peak_file = Path(env["TMPDIR"]).parent / "peak-kib.txt"
+    env = dict(env, HOSTILE_PEAK_FILE=str(peak_file))
+    done = subprocess.run([sys.executable, "-c", _MEASURED, *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+    peak = int(peak_file.read_text()) / 1024
+    peak_file.unlink()
+    return done.returncode, done.stdout, done.stderr, peak
 
 
 def python_env(tmp: Path) -> dict:
