@@ -246,7 +246,7 @@ def load_rule_file(path) -> Rule:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RuleError(f"{path}{line}: not valid YAML ({quote(problem)}). Fix the syntax.") from None
+        raise RuleError(f"{path}{line}: not valid YAML ({quote(problem, 160)}). Fix the syntax.") from None
     if not isinstance(data, dict):
         raise RuleError(f"{path}:1: a rule file must hold a mapping of fields (id, name, when, ...).")
     return _validate(data, path)
