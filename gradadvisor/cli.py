@@ -156,8 +156,9 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
     activations, normalization and clipping for a setup that trains better.
 
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it,
-    2 bad usage or bad input, 130 interrupted (Ctrl-C during a search still
-    prints the best trial so far and writes the report).
+    2 bad usage or bad input, 130 interrupted by Ctrl-C, 143 or 129 stopped by
+    SIGTERM or SIGHUP (a search stopped either way still prints the best trial
+    so far and writes the report).
 
     Distributed search: start 'gradadvisor diagnose ... --distributed chief
     --oracle-address HOST:PORT --tuner-dir SHARED' once, and the same command

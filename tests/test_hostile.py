@@ -521,6 +521,37 @@ def _(tree, model):
         "severity, scope, summary, rationale, when, message, fixes, examples, causes, locate, explain.")
 
 
+def _builtin_rule_changed(tree, old, new):
+    from gradadvisor.analysis.engine import builtin_rules_dir
+
+    text = next(builtin_rules_dir().glob("GA101-*.yaml")).read_text()
+    assert old in text
+    return _rules(tree, text.replace(old, new, 1), name="GA101.yaml")
+
+
+@case("rules-signal-as-a-list")
+def _(tree):
+    folder = _builtin_rule_changed(tree, "signal: grad_rms_ratio_to_output, op", "signal: [x, y], op")
+    return ["rules", "list", "--rules", folder], (
+        f"{folder}/GA101.yaml:21: rule GA101: the signal must be one name; got a list. Run 'gradadvisor rules "
+        "signals' for the names.")
+
+
+@case("rules-operator-as-a-mapping")
+def _(tree):
+    folder = _builtin_rule_changed(tree, 'op: "<", value: 1.0e-3', "op: {a: 1}, value: 1.0e-3")
+    return ["rules", "list", "--rules", folder], (
+        f"{folder}/GA101.yaml:21: rule GA101: the operator must be one of <, <=, >, >=, ==, !=; got a dict.")
+
+
+@case("rules-example-value-a-word")
+def _(tree):
+    folder = _builtin_rule_changed(tree, "grad_rms_ratio_to_output: 1.0e-8,", "grad_rms_ratio_to_output: lots,")
+    return ["rules", "list", "--rules", folder], (
+        f"{folder}/GA101.yaml:32: rule GA101: example value for 'grad_rms_ratio_to_output' must be a number or "
+        "null; got 'lots'.")
+
+
 @case("rules-missing-folder")
 def _(tree, model):
     return ["rules", "list", "--rules", tree.inputs / "nope"], (
@@ -576,6 +607,12 @@ _report_case("a-list", None, "is not a gradadvisor diagnosis (expected schema 'g
              "JSON written by 'gradadvisor diagnose --format json'.", text="[1, 2]")
 
 
+@case("report-json-with-fields-a-newer-version-added-works", code=0)
+def _(tree):
+    source = _json_diagnosis(tree, lambda d: (d["probe"].update(future=1), d["probe"]["layers"][0].update(future=2)))
+    return ["report", source, "-o", tree.out / "r.html"], None, ["out/r.html"]
+
+
 @case("report-json-is-a-folder")
 def _(tree):
     (tree.inputs / "d.json").mkdir()
@@ -596,7 +633,8 @@ def test_hostile_input(name, tmp_path, monkeypatch, model_file):
     if _uses_model(function):
         model = tree.inputs / "model.keras"
         shutil.copy2(model_file, model)
-        args, message = function(tree, model)
+        result = function(tree, model)
     else:
-        args, message = function(tree)
-    expect(args, tree, monkeypatch, code, message, kind=kind)
+        result = function(tree)
+    args, message, writes = result[0], result[1], (result[2] if len(result) > 2 else ())
+    expect(args, tree, monkeypatch, code, message, kind=kind, writes=writes)

@@ -325,14 +325,20 @@ def _check_condition(node, path, rule_id, scope, line):
         _fail(path, line, rule_id, f"a condition must be all/any/not or exactly signal, op and value; "
               f"got fields {quote(', '.join(map(str, keys)) or '(none)')}.")
     name = node["signal"]
-    if not isinstance(name, str) or name not in REGISTRY:
+    if not isinstance(name, str):
+        _fail(path, line, rule_id, f"the signal must be one name; got a {type(name).__name__}. Run 'gradadvisor "
+              "rules signals' for the names.")
+    if name not in REGISTRY:
         _fail(path, line, rule_id, f"unknown signal '{quote(name, 40)}'. Run 'gradadvisor rules signals' for the list.")
     allowed = {"model": ("model",), "layer": ("model", "layer"),
                "timestep": ("model", "layer", "timestep")}[scope]
     if REGISTRY[name].scope not in allowed:
         _fail(path, line, rule_id, f"the signal '{name}' is measured per {REGISTRY[name].scope}, "
               f"which a {scope}-scope rule cannot see.")
-    if not isinstance(node["op"], str) or node["op"] not in OPERATORS:
+    if not isinstance(node["op"], str):
+        _fail(path, line, rule_id, f"the operator must be one of {', '.join(OPERATORS)}; got a "
+              f"{type(node['op']).__name__}.")
+    if node["op"] not in OPERATORS:
         _fail(path, line, rule_id, f"unknown operator {quote(repr(node['op']), 20)}. Use one of {', '.join(OPERATORS)}.")
     value = node["value"]
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
