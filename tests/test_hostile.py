@@ -638,3 +638,46 @@ def test_hostile_input(name, tmp_path, monkeypatch, model_file):
         result = function(tree)
     args, message, writes = result[0], result[1], (result[2] if len(result) > 2 else ())
     expect(args, tree, monkeypatch, code, message, kind=kind, writes=writes)
+
+
+# ============================================================================ beyond the table
+
+@pytest.mark.parametrize("args", [["rules", "list"], ["rules", "signals"], ["rules", "explain", "GA101"],
+                                  ["examples"]])
+def test_debug_is_accepted_by_every_command(args, tmp_path, monkeypatch):
+    tree = Tree.make(tmp_path)
+    expect([*args, "--debug"], tree, monkeypatch, 0, None)
+
+
+def test_debug_shows_the_traceback_of_a_refused_input(tmp_path, monkeypatch):
+    from gradadvisor.errors import UsageError
+    from hostile import run_cli
+
+    with pytest.raises(UsageError, match="There is no rule 'GA999'"):
+        run_cli(["rules", "explain", "GA999", "--debug"], Tree.make(tmp_path), monkeypatch)
+
+
+def test_atomic_write_flushes_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    """A crash can only leave the old file or the new one if the data is on disk before the
+    rename and the rename is on disk before we return; this records the order of the real calls."""
+    from gradadvisor.files import write_text_atomic
+
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(handle):
+        calls.append(("fsync", os.path.realpath(f"/proc/self/fd/{handle}")))
+        real_fsync(handle)
+
+    def replace(source, target):
+        calls.append(("replace", str(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "r.html"
+    target.write_text("old")
+    write_text_atomic(target, "new")
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
+    assert [kind for kind, _ in calls] == ["fsync", "replace", "fsync"]
+    assert calls[0][1].startswith(str(tmp_path / ".r.")) and calls[2][1] == str(tmp_path)
