@@ -95,8 +95,8 @@ def load_data(spec, model, *, target: str | None = None) -> Data:
         return _load_csv(path, model, target)
     if ":" in text and not path.exists():
         return _load_function(text, model)
-    check_data_path(path)
-    raise AssertionError(f"check_data_path accepted '{path}'")  # it refuses every other path
+    check_data_path(path)  # refuses every other path, with the reason
+    raise DataError(f"The data path '{path}' is not a .npz file, a .csv file or a module:function.")
 
 
 def _open_npz(path: Path):

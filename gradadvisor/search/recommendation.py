@@ -144,7 +144,8 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
                          "worker (for example on NFS): pass --tuner-dir DIR (tuner_dir= in Python).")
     if cluster is not None and cluster.role == "chief":
         check_can_listen(cluster)
-    model_path = model if isinstance(model, (str, os.PathLike)) else None
+    # The files read, which no output may replace.
+    inputs = [path for path in (model, data) if isinstance(path, (str, os.PathLike)) and os.path.exists(path)]
     model, _, _ = prepare(model)
     if not _is_graph_model(model, keras):
         raise SurgeryError(
@@ -153,8 +154,7 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
     if not isinstance(data, Data):
         _, data, _ = prepare(model, data, y)
     if save_fixed and not (cluster is not None and cluster.role == "worker"):
-        save_fixed = check_output_path(save_fixed, force=force, suffix=".keras",
-                                       inputs=[model_path] if model_path else ())
+        save_fixed = check_output_path(save_fixed, force=force, suffix=".keras", inputs=inputs)
     rules = rules if rules is not None else load_rules()
     if diagnosis is None:
         probe = run_probe(model, data, steps=steps, batch_size=batch_size, seed=seed)
