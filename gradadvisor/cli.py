@@ -454,7 +454,9 @@ def main(argv=None) -> int:
     warnings.showwarning = _show_warning
     if threading.current_thread() is threading.main_thread():
         for number in _STOP_SIGNALS:
-            handlers[number] = signal.signal(number, _on_stop_signal)
+            # An ignored signal stays ignored: 'nohup gradadvisor ...' must survive the terminal closing.
+            if signal.getsignal(number) is not signal.SIG_IGN:
+                handlers[number] = signal.signal(number, _on_stop_signal)
     try:
         return _main(argv)
     finally:

@@ -86,6 +86,8 @@ def expect(args, tree: Tree, monkeypatch, code: int, message: str | None, *, wri
     assert result == code, (result, out, err)
     if message is not None:
         assert err == f"gradadvisor: {kind}: {message}\n", err
+    elif code >= 128:  # click starts a fresh line first, as after a ^C echoed by the terminal
+        assert err.lstrip("\n") == "gradadvisor: interrupted.\n", err
     else:
         assert "error:" not in err, err
     created = set(after) - set(before)

@@ -262,3 +262,39 @@ def test_hostile_input_after_loading(name, tmp_path, monkeypatch, models):
         for mount in (tree.out / "disk", tree.out / "ro"):
             if os.path.ismount(mount):
                 subprocess.run(["umount", str(mount)], check=False)
+
+
+def _signalling_data(tree, signal_name):
+    return _data_module(tree, f"""
+        import os, signal
+
+        def make():
+            os.kill(os.getpid(), signal.{signal_name})
+            rng = np.random.default_rng(0)
+            return rng.normal(size=(16, 8)).astype("float32"), rng.integers(0, 3, 16)
+        """)
+
+
+def test_sigterm_while_loading_stops_cleanly(tmp_path, monkeypatch, models):
+    """A real SIGTERM, sent to this process while the data is loading."""
+    tree = Tree.make(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    module = _signalling_data(tree, "SIGTERM")
+    expect(["diagnose", _copy(models, tree, "plain"), "--data", f"{module}:make", *_QUICK], tree, monkeypatch,
+           143, None)
+
+
+def test_an_ignored_sighup_stays_ignored(tmp_path, monkeypatch, models):
+    """'nohup gradadvisor ...' ignores SIGHUP; gradadvisor must not take that back."""
+    import signal
+
+    tree = Tree.make(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    module = _signalling_data(tree, "SIGHUP")
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        expect(["diagnose", _copy(models, tree, "plain"), "--data", f"{module}:make", *_QUICK], tree, monkeypatch,
+               0, None)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
