@@ -8,18 +8,24 @@ traceback); findings at or above ``--fail-on`` give exit code 1.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
+import warnings
 
 import click
 
 from ._version import __version__
-from .errors import GradAdvisorError, OutputError, UsageError
+from .errors import GradAdvisorError, OutputError, UsageError, quote
 
 EXIT_FINDINGS = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
+MAX_DIAGNOSIS_BYTES = 256 * 2**20
+MAX_MESSAGE = 600
 
 
 class _Progress:
@@ -49,6 +55,42 @@ class _Progress:
         self.last_stage = stage
 
 
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+_received: list = []
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C would be, so every cleanup runs the same way."""
+
+
+def _on_stop_signal(signum, frame):
+    _received.append(signum)
+    # A second signal during the cleanup must not cut it short and leave files behind.
+    for number in _STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    raise _Stopped(signum)
+
+
+def _interrupted_code() -> int:
+    """130 after Ctrl-C, 128 + the signal's number after SIGTERM or SIGHUP (as a shell reports them)."""
+    return 128 + _received[-1] if _received else EXIT_INTERRUPTED
+
+
+def _set_debug(ctx, param, value):
+    if value:
+        from ._tf import set_quiet
+
+        set_quiet(False)
+        root = ctx.find_root()
+        root.obj = dict(root.obj or {}, debug=True)
+    return value
+
+
+_debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+    help="Show full tracebacks and TensorFlow's log output.")
+
+
 def _split_ids(value):
     if not value:
         return None
@@ -73,13 +115,14 @@ def main_group(ctx, debug):
 
 
 @main_group.command()
+@_debug_option
 @click.argument("model", required=False, type=click.Path(dir_okay=True))
 @click.option("--example", metavar="NAME", help="Diagnose a built-in example instead of a file (see 'gradadvisor examples').")
 @click.option("--data", metavar="PATH", help="Training data: a .npz (x, y) or .csv file, or module:function. Default: the example's data, or synthetic data shaped from the model.")
 @click.option("--target", metavar="COLUMN", help="The label column of a CSV data file.")
 @click.option("--steps", type=click.IntRange(min=1, max=100000), default=30, show_default=True, help="Training steps to probe.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Samples per training step.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for batch order, synthetic data and the search.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True, help="Seed for batch order, synthetic data and the search.")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output on stdout.")
 @click.option("--report", "report_path", metavar="PATH", help="Also write the self-contained HTML report here.")
 @click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True, help="Exit with code 1 when findings reach this severity.")
@@ -113,8 +156,9 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
     activations, normalization and clipping for a setup that trains better.
 
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it,
-    2 bad usage or bad input, 130 interrupted (Ctrl-C during a search still
-    prints the best trial so far and writes the report).
+    2 bad usage or bad input, 130 interrupted by Ctrl-C, 143 or 129 stopped by
+    SIGTERM or SIGHUP (a search stopped either way still prints the best trial
+    so far and writes the report).
 
     Distributed search: start 'gradadvisor diagnose ... --distributed chief
     --oracle-address HOST:PORT --tuner-dir SHARED' once, and the same command
@@ -133,17 +177,27 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
         get_example(example)
     else:
         check_model_path(model)
+    if data is not None:
+        from .loading.data import check_data_path
+
+        check_data_path(data)
     cluster = _check_distributed(distributed, oracle_address, tuner_id, oracle_timeout, search, tuner_dir)
     worker = cluster is not None and cluster.role == "worker"
+    inputs = [path for path in (model, data) if path is not None and os.path.exists(path)]
     if report_path and not worker:
-        check_output_path(report_path, force=force, suffix=".html")
+        check_output_path(report_path, force=force, suffix=".html", inputs=inputs)
     if save_fixed and not worker:
-        check_output_path(save_fixed, force=force, suffix=".keras")
+        check_output_path(save_fixed, force=force, suffix=".keras", inputs=inputs)
     if tuner_dir:
         from pathlib import Path
 
+        from .files import check_tuner_project
+        from .search.tuner import PROJECT_NAME
+
         if Path(tuner_dir).exists() and not Path(tuner_dir).is_dir():
             raise OutputError(f"--tuner-dir '{tuner_dir}' is a file. Name a folder.")
+        if search and not worker:
+            check_tuner_project(Path(tuner_dir) / PROJECT_NAME)
     select_ids, ignore_ids = _split_ids(select), _split_ids(ignore)
     from .analysis.engine import load_rules, select_rules
 
@@ -191,7 +245,7 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
             click.echo(f"report written to {report_path}", err=True)
     if diagnosis.recommendation and diagnosis.recommendation.get("interrupted"):
         click.echo("gradadvisor: search interrupted; the best trial so far is shown above.", err=True)
-        ctx.exit(EXIT_INTERRUPTED)
+        ctx.exit(_interrupted_code())
     if fail_on != "never" and diagnosis.at_least(fail_on):
         ctx.exit(EXIT_FINDINGS)
 
@@ -228,7 +282,7 @@ def _worker_done(cluster, recommendation) -> int:
     trials = f"trial(s) {', '.join(ran)}" if ran else "no trials"
     if recommendation.get("interrupted"):
         click.echo(f"{prefix}: interrupted after {trials} for the oracle at {cluster.address}.", err=True)
-        return EXIT_INTERRUPTED
+        return _interrupted_code()
     if not recommendation.get("dimensions"):
         click.echo(f"{prefix}: {recommendation.get('reason', '')} It ran no trials.", err=True)
         return 0
@@ -238,6 +292,7 @@ def _worker_done(cluster, recommendation) -> int:
 
 
 @main_group.group(invoke_without_command=True)
+@_debug_option
 @click.pass_context
 def examples(ctx):
     """List the built-in examples, or save one with 'examples save NAME DIR'."""
@@ -251,9 +306,10 @@ def examples(ctx):
 
 
 @examples.command("save")
+@_debug_option
 @click.argument("name")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace files that already exist.")
 def examples_save(name, directory, seed, force):
     """Write NAME.keras and NAME.npz (arrays x and y) into DIRECTORY."""
@@ -265,6 +321,7 @@ def examples_save(name, directory, seed, force):
 
 
 @main_group.group()
+@_debug_option
 def rules():
     """List and explain the rules findings come from."""
 
@@ -274,6 +331,7 @@ _rules_option = click.option("--rules", "rules_dirs", metavar="DIR", multiple=Tr
 
 
 @rules.command("list")
+@_debug_option
 @_rules_option
 def rules_list(rules_dirs):
     """Table of rule id, name, category and severity."""
@@ -286,6 +344,7 @@ def rules_list(rules_dirs):
 
 
 @rules.command("explain")
+@_debug_option
 @click.argument("rule_id")
 @_rules_option
 def rules_explain(rule_id, rules_dirs):
@@ -311,6 +370,7 @@ def rules_explain(rule_id, rules_dirs):
 
 
 @rules.command("signals")
+@_debug_option
 def rules_signals():
     """List the signals rule conditions can use, with unit and scope."""
     from .analysis.signals import REGISTRY
@@ -321,6 +381,7 @@ def rules_signals():
 
 
 @main_group.command()
+@_debug_option
 @click.argument("diagnosis_json", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, metavar="PATH", help="The HTML file to write.")
 @click.option("--force", is_flag=True, help="Replace the output file if it exists.")
@@ -332,29 +393,84 @@ def report(diagnosis_json, output, force):
     import json
     from pathlib import Path
 
-    from .analysis.diagnosis import Diagnosis
+    from .analysis.diagnosis import SCHEMA, Diagnosis, schema_problem
     from .files import check_output_path
 
     source = Path(diagnosis_json)
     if not source.exists():
         raise UsageError(f"The diagnosis file '{source}' does not exist. Check the path.")
-    check_output_path(output, force=force, suffix=".html")
+    if source.is_dir():
+        raise UsageError(f"The diagnosis file '{source}' is a folder. Pass the JSON file written by "
+                         "'gradadvisor diagnose --format json'.")
+    check_output_path(output, force=force, suffix=".html", inputs=[source])
+    if source.stat().st_size > MAX_DIAGNOSIS_BYTES:
+        raise UsageError(f"The diagnosis file '{source}' is {source.stat().st_size} bytes, more than a diagnosis "
+                         f"ever is ({MAX_DIAGNOSIS_BYTES // 2**20} MiB). Pass the output of 'gradadvisor diagnose "
+                         "--format json'.")
     try:
         data = json.loads(source.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"The diagnosis file '{source}' is not valid JSON ({exc}). Pass the "
+        raise UsageError(f"The diagnosis file '{source}' is not valid JSON ({quote(str(exc))}). Pass the "
                          "output of 'gradadvisor diagnose --format json'.") from None
-    try:
-        diagnosis = Diagnosis.from_dict(data)
-    except (KeyError, TypeError) as exc:
-        raise UsageError(f"The diagnosis file '{source}' is incomplete (missing {exc}). Pass the "
-                         "output of 'gradadvisor diagnose --format json'.") from None
+    except RecursionError:
+        raise UsageError(f"The diagnosis file '{source}' nests too deeply to be a diagnosis. Pass the output of "
+                         "'gradadvisor diagnose --format json'.") from None
+    except OSError as exc:
+        raise UsageError(f"The diagnosis file '{source}' cannot be read ({quote(exc.strerror or str(exc))}). "
+                         "Check its permissions.") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise UsageError(f"The diagnosis file '{source}' is not a gradadvisor diagnosis (expected schema "
+                         f"'{SCHEMA}'). Pass the JSON written by 'gradadvisor diagnose --format json'.")
+    problem = schema_problem(data)
+    if problem:
+        raise UsageError(f"The diagnosis file '{source}' does not follow the schema {SCHEMA}: {problem}. Pass "
+                         "the JSON written by 'gradadvisor diagnose --format json', unedited.")
+    diagnosis = Diagnosis.from_dict(data, validate=False)
     diagnosis.save_html(output, force=force)
     click.echo(f"report written to {output}")
 
 
+def _one_line(message: str) -> str:
+    """A message on one line, its middle cut if a quoted value made it longer than a line should be."""
+    message = " ".join(message.split())
+    # Control characters from a file name must not reach the terminal (colours, cursor moves).
+    message = "".join(char if char.isprintable() else repr(char)[1:-1] for char in message)
+    if len(message) > MAX_MESSAGE:
+        half = MAX_MESSAGE // 2
+        message = f"{message[:half]} ... {message[-half:]}"
+    return message
+
+
 def main(argv=None) -> int:
-    """Entry point of the console script: one-line errors, documented exit codes."""
+    """Entry point of the console script: one-line errors, documented exit codes.
+
+    SIGTERM and SIGHUP (what ``kill``, ``timeout`` and CI cancellation send)
+    are handled like Ctrl-C: temporary files are removed, a search still
+    reports its best trial, and the exit code is 128 + the signal's number.
+    """
+    _received.clear()
+    handlers = {}
+    show = warnings.showwarning
+    warnings.showwarning = _show_warning
+    if threading.current_thread() is threading.main_thread():
+        for number in _STOP_SIGNALS:
+            # An ignored signal stays ignored: 'nohup gradadvisor ...' must survive the terminal closing.
+            if signal.getsignal(number) is not signal.SIG_IGN:
+                handlers[number] = signal.signal(number, _on_stop_signal)
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = show
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line on stderr, like errors; --debug keeps Python's own format."""
+    click.echo(f"gradadvisor: warning: {_one_line(str(message))}", err=True)
+
+
+def _main(argv) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         code = main_group.main(args=argv, prog_name="gradadvisor", standalone_mode=False)
@@ -362,25 +478,24 @@ def main(argv=None) -> int:
         return done.exit_code
     except click.exceptions.Abort:
         click.echo("gradadvisor: interrupted.", err=True)
-        return EXIT_INTERRUPTED
+        return _interrupted_code()
     except click.ClickException as exc:
         if debug:
             raise
-        message = exc.format_message().replace("\n", " ")
-        click.echo(f"gradadvisor: error: {message}", err=True)
+        click.echo(f"gradadvisor: error: {_one_line(exc.format_message())}", err=True)
         return exc.exit_code if exc.exit_code else EXIT_BAD_INPUT
     except GradAdvisorError as exc:
         if debug:
             raise
-        click.echo(f"gradadvisor: error: {' '.join(str(exc).split())}", err=True)
+        click.echo(f"gradadvisor: error: {_one_line(str(exc))}", err=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         click.echo("gradadvisor: interrupted.", err=True)
-        return EXIT_INTERRUPTED
+        return _interrupted_code()
     except Exception as exc:  # a bug: one line, and how to get the details
         if debug:
             raise
-        click.echo(f"gradadvisor: internal error: {type(exc).__name__}: {exc}. Rerun with --debug "
+        click.echo(f"gradadvisor: internal error: {type(exc).__name__}: {_one_line(str(exc))}. Rerun with --debug "
                    "for the traceback and report it.", err=True)
         return EXIT_INTERNAL
     return code if isinstance(code, int) else 0

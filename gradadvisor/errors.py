@@ -6,6 +6,21 @@ command line turns these into exit codes; the library just raises.
 """
 
 
+MAX_QUOTED = 80
+"""Characters of a user's value quoted in a message; the rest is cut."""
+
+
+def quote(value, limit: int = MAX_QUOTED) -> str:
+    """A user's value for a message: ``repr`` (strings as they are), on one line, cut to ``limit``.
+
+    A message quotes what it was given so the user can find it, but a value
+    from a hostile or broken file can be megabytes long.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class GradAdvisorError(Exception):
     """Base class of every error gradadvisor raises on purpose."""
 

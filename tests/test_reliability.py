@@ -325,7 +325,7 @@ def test_report_from_bad_json(tmp_path, capsys):
     bad = tmp_path / "d.json"
     bad.write_text("{}")
     _expect_error(["report", str(bad), "-o", str(tmp_path / "r.html")], capsys,
-                  "This is not a gradadvisor diagnosis (expected schema 'gradadvisor.diagnosis/1'). Pass the "
+                  f"The diagnosis file '{bad}' is not a gradadvisor diagnosis (expected schema 'gradadvisor.diagnosis/1'). Pass the "
                   "JSON written by 'gradadvisor diagnose --format json'.", tmp_path)
     bad.write_text("{nope")
     code, _, err = _run(["report", str(bad), "-o", str(tmp_path / "r.html")], capsys)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..probe import ProbeResult
+from ..probe import LayerInfo, ProbeResult
 
 SCHEMA = "gradadvisor.diagnosis/1"
 _RANK = {"error": 0, "warning": 1, "info": 2}
@@ -164,18 +164,36 @@ class Diagnosis:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Diagnosis":
-        """Rebuild a diagnosis from :meth:`to_dict` output (no TensorFlow needed)."""
+    def from_dict(cls, data: dict, validate: bool = True) -> "Diagnosis":
+        """Rebuild a diagnosis from :meth:`to_dict` output (no TensorFlow needed).
+
+        The document is checked against ``diagnosis.schema.json`` first (unless
+        ``validate`` is False because the caller just did), so a malformed one
+        is refused with the place and the problem.
+
+        Raises:
+            UsageError: ``data`` is not a diagnosis, or breaks the schema.
+        """
         from ..errors import UsageError
 
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise UsageError(
                 f"This is not a gradadvisor diagnosis (expected schema '{SCHEMA}'). Pass the "
                 "JSON written by 'gradadvisor diagnose --format json'.")
+        problem = schema_problem(data) if validate else None
+        if problem:
+            raise UsageError(
+                f"This diagnosis does not follow the schema {SCHEMA}: {problem}. Pass the JSON written by "
+                "'gradadvisor diagnose --format json', unedited.")
         fields = {f.name for f in dataclasses.fields(Finding)}
         findings = [Finding(**{k: v for k, v in f.items() if k in fields}) for f in data["findings"]]
+        # Fields a newer version added are skipped, as the schema allows them.
+        probe_fields = {f.name for f in dataclasses.fields(ProbeResult)} | {"schema"}
+        layer_fields = {f.name for f in dataclasses.fields(LayerInfo)}
+        probe = {k: v for k, v in data["probe"].items() if k in probe_fields}
+        probe["layers"] = [{k: v for k, v in layer.items() if k in layer_fields} for layer in probe["layers"]]
         return cls(
-            probe=ProbeResult.from_dict(data["probe"]), findings=findings,
+            probe=ProbeResult.from_dict(probe), findings=findings,
             recommendation=data.get("recommendation"), model_path=data["model"].get("path"),
             command=data.get("command"), versions=data.get("versions") or {},
             rules_used=data.get("rules_used") or [])
@@ -214,6 +232,22 @@ _CATEGORY_TEXT = {
     "slow_updates": "barely updates some of its weights",
     "large_updates": "makes updates as large as its weights",
 }
+
+
+def schema_problem(document) -> str | None:
+    """The first way ``document`` breaks ``diagnosis.schema.json``, in words; None if it follows it."""
+    from pathlib import Path
+
+    import jsonschema
+
+    from ..errors import quote
+
+    schema = json.loads((Path(__file__).resolve().parent.parent / "diagnosis.schema.json").read_text("utf-8"))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
+    if error is None:
+        return None
+    where = "/".join(str(part) for part in error.absolute_path) or "the top level"
+    return f"at {quote(where, 60)}, {quote(error.message, 160)}"
 
 
 def versions() -> dict:

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import RuleError
+from ..errors import RuleError, quote
 
 CATEGORIES = ("vanishing_gradients", "exploding_gradients", "nonfinite", "dead_units",
               "saturated_units", "slow_updates", "large_updates")
@@ -116,6 +116,14 @@ def _number(value):
     return value
 
 
+def _is_number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _describe(node) -> str:
     if "all" in node:
         return "(" + " and ".join(_describe(c) for c in node["all"]) + ")"
@@ -171,31 +179,74 @@ def load_rules(extra_dirs=(), *, builtin: bool = True) -> dict:
     return dict(sorted(rules.items()))
 
 
+MAX_RULE_BYTES = 256 * 1024
+"""A rule file is a page of text; anything far larger is refused unread."""
+MAX_DEPTH = 32
+"""Nesting a rule file may use; the built-in rules need 6."""
+
+
 class _LineLoader(yaml.SafeLoader):
-    """A safe loader that remembers the line of every mapping."""
+    """A safe loader that remembers the line of every mapping.
+
+    It refuses anchors and aliases, which a rule never needs and which let a
+    file of a few hundred bytes expand to gigabytes ("billion laughs"), and
+    nesting deeper than :data:`MAX_DEPTH`, before building anything.
+    """
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise _Refused(event.start_mark.line + 1, "uses a YAML anchor or alias (& or *), which rule files may "
+                           "not use. Write each value out in full.")
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _Refused(event.start_mark.line + 1, f"nests deeper than {MAX_DEPTH} levels. Flatten the "
+                           "condition.")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node, deep=False):
         mapping = super().construct_mapping(node, deep=deep)
+        odd = [key for key in mapping if not isinstance(key, str)]
+        if odd:
+            raise _Refused(node.start_mark.line + 1, f"has the field name {quote(repr(odd[0]), 40)}, which is not "
+                           "text. Name every field with a word (id, name, when, ...).")
         mapping["__line__"] = node.start_mark.line + 1
         mapping["__lines__"] = {
             key.value: key.start_mark.line + 1 for key, _ in node.value if hasattr(key, "value")}
         return mapping
 
 
+class _Refused(Exception):
+    def __init__(self, line, text):
+        super().__init__(text)
+        self.line, self.text = line, text
+
+
 def load_rule_file(path) -> Rule:
     """Read and validate one rule file."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_RULE_BYTES:
+            raise RuleError(f"{path}: the rule file is {size} bytes; a rule file holds at most "
+                            f"{MAX_RULE_BYTES} bytes. Split it into one file per rule.")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise RuleError(f"{path}: cannot read the rule file ({exc}).") from None
+        raise RuleError(f"{path}: cannot read the rule file ({quote(str(exc))}). Save it as UTF-8 text.") from None
     try:
         data = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass: no objects, no code
+    except _Refused as exc:
+        raise RuleError(f"{path}:{exc.line}: the rule file {exc.text}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RuleError(f"{path}{line}: not valid YAML ({problem}). Fix the syntax.") from None
+        raise RuleError(f"{path}{line}: not valid YAML ({quote(problem, 160)}). Fix the syntax.") from None
     if not isinstance(data, dict):
         raise RuleError(f"{path}:1: a rule file must hold a mapping of fields (id, name, when, ...).")
     return _validate(data, path)
@@ -214,13 +265,13 @@ def _validate(data: dict, path: Path) -> Rule:
     keys = [k for k in data if k != "__line__"]
     unknown = [k for k in keys if k not in _REQUIRED + _OPTIONAL]
     if unknown:
-        _fail(path, lines.get(unknown[0], line), rule_id, f"unknown field '{unknown[0]}'. Allowed fields: "
+        _fail(path, lines.get(unknown[0], line), rule_id, f"unknown field '{quote(unknown[0], 40)}'. Allowed fields: "
               f"{', '.join(_REQUIRED + _OPTIONAL)}.")
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         _fail(path, line, rule_id, f"missing field '{missing[0]}'.")
     if not rule_id or not _ID.match(rule_id):
-        _fail(path, lines.get("id", line), rule_id, f"the id {data.get('id')!r} must be 2-5 capital letters and "
+        _fail(path, lines.get("id", line), rule_id, f"the id {quote(repr(data.get('id')), 40)} must be 2-5 capital letters and "
               "three digits, like GA101.")
     checks = [
         ("name", lambda v: isinstance(v, str) and _NAME.match(v), "a kebab-case name like vanishing-gradients"),
@@ -238,12 +289,12 @@ def _validate(data: dict, path: Path) -> Rule:
     ]
     for key, ok, expected in checks:
         if key in data and not ok(data[key]):
-            _fail(path, lines.get(key, line), rule_id, f"the field '{key}' must be {expected}; got {data[key]!r}.")
+            _fail(path, lines.get(key, line), rule_id, f"the field '{key}' must be {expected}; got {quote(repr(data[key]))}.")
     from .causes import CAUSES
 
     for name in data.get("causes", []):
         if name not in CAUSES:
-            _fail(path, lines.get("causes", line), rule_id, f"unknown cause '{name}'. Known causes: {', '.join(sorted(CAUSES))}.")
+            _fail(path, lines.get("causes", line), rule_id, f"unknown cause '{quote(name, 40)}'. Known causes: {', '.join(sorted(CAUSES))}.")
     when = _check_condition(data["when"], path, rule_id, data["scope"], lines.get("when", line))
     examples = _check_examples(data["examples"], path, rule_id, lines.get("examples", line), when)
     rule = Rule(
@@ -272,25 +323,31 @@ def _check_condition(node, path, rule_id, scope, line):
         return {"not": _check_condition(node["not"], path, rule_id, scope, line)}
     if sorted(keys) != ["op", "signal", "value"]:
         _fail(path, line, rule_id, f"a condition must be all/any/not or exactly signal, op and value; "
-              f"got fields {', '.join(keys) or '(none)'}.")
+              f"got fields {quote(', '.join(map(str, keys)) or '(none)')}.")
     name = node["signal"]
+    if not isinstance(name, str):
+        _fail(path, line, rule_id, f"the signal must be one name; got a {type(name).__name__}. Run 'gradadvisor "
+              "rules signals' for the names.")
     if name not in REGISTRY:
-        _fail(path, line, rule_id, f"unknown signal '{name}'. Run 'gradadvisor rules signals' for the list.")
+        _fail(path, line, rule_id, f"unknown signal '{quote(name, 40)}'. Run 'gradadvisor rules signals' for the list.")
     allowed = {"model": ("model",), "layer": ("model", "layer"),
                "timestep": ("model", "layer", "timestep")}[scope]
     if REGISTRY[name].scope not in allowed:
         _fail(path, line, rule_id, f"the signal '{name}' is measured per {REGISTRY[name].scope}, "
               f"which a {scope}-scope rule cannot see.")
+    if not isinstance(node["op"], str):
+        _fail(path, line, rule_id, f"the operator must be one of {', '.join(OPERATORS)}; got a "
+              f"{type(node['op']).__name__}.")
     if node["op"] not in OPERATORS:
-        _fail(path, line, rule_id, f"unknown operator {node['op']!r}. Use one of {', '.join(OPERATORS)}.")
+        _fail(path, line, rule_id, f"unknown operator {quote(repr(node['op']), 20)}. Use one of {', '.join(OPERATORS)}.")
     value = node["value"]
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        _fail(path, line, rule_id, f"the value for '{name}' must be a number; got {value!r}.")
+        _fail(path, line, rule_id, f"the value for '{name}' must be a number; got {quote(repr(value))}.")
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
-            _fail(path, line, rule_id, f"the value for '{name}' must be a number; got {value!r}.")
+            _fail(path, line, rule_id, f"the value for '{name}' must be a number; got {quote(repr(value))}.")
     return {"signal": name, "op": node["op"], "value": value}
 
 
@@ -308,7 +365,11 @@ def _check_examples(examples, path, rule_id, line, when):
         for key, value in signals.items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
                 _fail(path, example.get("__line__", line), rule_id,
-                      f"example value for '{key}' must be a number or null; got {value!r}.")
+                      f"example value for '{key}' must be a number or null; got {quote(repr(value))}.")
+        for key, value in signals.items():
+            if isinstance(value, str) and not _is_number_text(value):
+                _fail(path, example.get("__line__", line), rule_id,
+                      f"example value for '{quote(key, 40)}' must be a number or null; got {quote(repr(value))}.")
         signals = {k: (float(v) if isinstance(v, str) else v) for k, v in signals.items()}
         checked.append({"signals": signals, "fires": example["fires"]})
         fires_seen.add(example["fires"])

@@ -36,6 +36,10 @@ def _loss_name(loss) -> str:
     """A snake_case name for a loss given as a string, a Loss object or a function."""
     if isinstance(loss, str):
         return loss
+    if isinstance(loss, (list, tuple)):  # one loss per output, first output first
+        return " + ".join(_loss_name(item) for item in loss)
+    if isinstance(loss, dict):
+        return " + ".join(_loss_name(item) for item in loss.values())
     name = getattr(loss, "name", None) or getattr(loss, "__name__", None)
     if not name or name == "loss":
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(loss).__name__).lower()
@@ -60,3 +64,16 @@ def resolve_loss(model, y=None) -> LossChoice:
     else:
         name = "mean_squared_error"
     return LossChoice(name, name, inferred=True)
+
+
+def resolve_output_losses(model) -> list:
+    """One :class:`LossChoice` per model output, for a loss compiled as a list or dict per output."""
+    outputs = list(getattr(model, "outputs", None) or [])
+    compiled = getattr(model, "loss", None)
+    if len(outputs) > 1 and isinstance(compiled, (list, tuple)) and len(compiled) == len(outputs):
+        return [LossChoice(loss, _loss_name(loss), inferred=False) for loss in compiled]
+    if len(outputs) > 1 and isinstance(compiled, dict):
+        names = [layer.name for layer in output_layers(model)]
+        if all(name in compiled for name in names):
+            return [LossChoice(compiled[name], _loss_name(compiled[name]), inferred=False) for name in names]
+    return [resolve_loss(model)] * max(len(outputs), 1)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import re
 import warnings
 import zipfile
 from pathlib import Path
 
 from .._tf import import_keras
-from ..errors import ModelLoadError, UsageError
+from ..errors import ModelLoadError, UsageError, quote
 
 
 def check_model_path(path) -> Path:
@@ -111,20 +112,90 @@ def load_model(path, *, unsafe: bool = False, custom_objects: dict | None = None
                 "which could run anything on this machine, so it was not loaded. If you trust "
                 "the file, pass --unsafe-load (Python: unsafe=True)."
             ) from None
+        unknown = _unknown_classes(path, custom_objects or {}, keras) if path.suffix.lower() == ".keras" else []
+        if unknown:
+            raise ModelLoadError(
+                f"The model file '{path}' uses the custom class {quote(', '.join(unknown), 120)}, which Keras does "
+                "not know. Pass --custom-objects MODULE naming the module that defines it."
+            ) from None
         if "Unknown" in text or "Could not locate" in text or "custom" in text.lower():
-            first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+            first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
             raise ModelLoadError(
                 f"The model file '{path}' uses a custom class or function Keras does not know "
-                f"({first}). Pass --custom-objects MODULE naming the module that defines it."
+                f"({quote(first, 200)}). Pass --custom-objects MODULE naming the module that defines it."
             ) from None
-        first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         raise ModelLoadError(
-            f"The model file '{path}' could not be loaded ({first}). Check that it was "
+            f"The model file '{path}' could not be loaded ({quote(first, 200)}). Check that it was "
             "saved by Keras 3 with model.save()."
         ) from None
     if not isinstance(model, keras.Model):
         raise ModelLoadError(f"'{path}' does not hold a Keras model.")
+    _make_names_traceable(model, keras, path)
     return model
+
+
+_UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _make_names_traceable(model, keras, path) -> None:
+    """Rename the loaded model's layers whose names TensorFlow cannot use as scope names.
+
+    TensorFlow refuses to trace a layer named, say, ``<b>x</b>`` (names
+    become graph scopes), so such a model could not train at all.  The copy
+    loaded here is ours, so its names are made traceable (``_b_x_b_``), and
+    a warning lists what was renamed; the file itself is not touched.
+    """
+    layers = [model] + [layer for layer in model._flatten_layers(include_self=False)]  # noqa: SLF001
+    taken = {layer.name for layer in layers}
+    renamed = []
+    for layer in layers:
+        name = layer.name
+        safe = _UNSAFE_NAME_CHARACTERS.sub("_", name)
+        if layer is model and not re.match(r"[A-Za-z0-9.]", safe[:1]):
+            safe = "model" + safe
+        if safe == name:
+            continue
+        candidate, number = safe, 1
+        while candidate in taken:
+            candidate, number = f"{safe}_{number}", number + 1
+        taken.add(candidate)
+        layer.name = candidate
+        renamed.append(f"{quote(repr(name), 40)} as {candidate!r}")
+    if renamed:
+        warnings.warn(
+            f"The model file '{path}' names layers with characters TensorFlow cannot trace, so they are "
+            f"called differently here: {quote('; '.join(renamed), 200)}. The file itself is unchanged.",
+            stacklevel=3)
+
+
+def _unknown_classes(path, custom_objects: dict, keras) -> list:
+    """Names of the classes in a ``.keras`` file's config that come from outside Keras and are not known here."""
+    import json
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except Exception:  # the caller reports the loading error itself
+        return []
+    unknown: list = []
+    pending = [config]
+    while pending:  # not recursive: a hostile config may nest deeply
+        node = pending.pop()
+        if isinstance(node, dict):
+            module, name = node.get("module"), node.get("class_name")
+            registered = node.get("registered_name")
+            if name == "function" and isinstance(node.get("config"), str):  # a plain function, by its own name
+                name = node["config"]
+            if isinstance(name, str) and not name.startswith("__") and not (isinstance(module, str) and module.split(".")[0] == "keras"):
+                known = (name in custom_objects or (isinstance(registered, str) and (
+                    registered in custom_objects or keras.saving.get_registered_object(registered) is not None)))
+                if not known and name not in unknown:
+                    unknown.append(name)
+            pending.extend(reversed(list(node.values())))
+        elif isinstance(node, list):
+            pending.extend(reversed(node))
+    return unknown
 
 
 def resolve_model(model, *, unsafe: bool = False, custom_objects: dict | None = None):

@@ -7,7 +7,7 @@ import numpy as np
 from .._tf import import_keras
 from .data import Data
 from .introspection import input_specs
-from .loss import resolve_loss
+from .loss import resolve_output_losses
 
 
 def synthetic_data(model, num_samples: int = 256, seed: int = 0) -> Data:
@@ -35,8 +35,7 @@ def synthetic_data(model, num_samples: int = 256, seed: int = 0) -> Data:
     features = np.concatenate([a.reshape(num_samples, -1).astype("float64") for a in arrays], axis=1)
     features = (features - features.mean(0)) / (features.std(0) + 1e-8)
     targets = []
-    loss = resolve_loss(model)
-    for tensor in model.outputs:
+    for tensor, loss in zip(model.outputs, resolve_output_losses(model)):
         shape = tuple(16 if s is None else int(s) for s in tensor.shape[1:])
         units = int(np.prod(shape)) if shape else 1
         projection = rng.normal(size=(features.shape[1], max(units, 1))) / np.sqrt(features.shape[1])

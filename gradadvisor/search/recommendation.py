@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 from .._tf import import_keras
@@ -16,7 +18,7 @@ from .processes import _run_search, _search_environment, search_settings
 from .records import read_records
 from .run import train_and_measure
 from .space import expert_starts, search_space, setup_from_values
-from .tuner import OBJECTIVE, _tuner_classes
+from .tuner import OBJECTIVE, PROJECT_NAME, _tuner_classes
 
 
 @dataclasses.dataclass
@@ -127,7 +129,7 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
     from ..loading.prepare import prepare
     from .distributed import check_can_listen, resolve_cluster
     from ..analysis.engine import evaluate, load_rules
-    from ..files import atomic_output, check_output_path
+    from ..files import atomic_output, check_output_path, check_tuner_project, mark_tuner_project
     from ..probe.mirrored import resolve_strategy, scope
     from ..probe import _is_graph_model, run_probe
     from ..analysis.diagnosis import Diagnosis
@@ -142,6 +144,8 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
                          "worker (for example on NFS): pass --tuner-dir DIR (tuner_dir= in Python).")
     if cluster is not None and cluster.role == "chief":
         check_can_listen(cluster)
+    # The files read, which no output may replace.
+    inputs = [path for path in (model, data) if isinstance(path, (str, os.PathLike)) and os.path.exists(path)]
     model, _, _ = prepare(model)
     if not _is_graph_model(model, keras):
         raise SurgeryError(
@@ -150,7 +154,7 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
     if not isinstance(data, Data):
         _, data, _ = prepare(model, data, y)
     if save_fixed and not (cluster is not None and cluster.role == "worker"):
-        save_fixed = check_output_path(save_fixed, force=force, suffix=".keras")
+        save_fixed = check_output_path(save_fixed, force=force, suffix=".keras", inputs=inputs)
     rules = rules if rules is not None else load_rules()
     if diagnosis is None:
         probe = run_probe(model, data, steps=steps, batch_size=batch_size, seed=seed)
@@ -204,14 +208,20 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
     owned = tuner_dir is None
     directory = tempfile.mkdtemp(prefix="gradadvisor-tuner-") if owned else str(tuner_dir)
     role = cluster.role if cluster else None
+    if role != "worker":
+        # Keras Tuner wipes its project folder on a fresh start: only ever let it
+        # wipe a folder that is empty or that an earlier search marked as its own.
+        check_tuner_project(Path(directory) / PROJECT_NAME)
     interrupted = False
     try:
         with _search_environment(cluster, role):
             # A worker must not wipe the folder its chief and the other workers share.
             search = tuner_class(
-                oracle=oracle, hypermodel=hypermodel, directory=directory, project_name="search",
+                oracle=oracle, hypermodel=hypermodel, directory=directory, project_name=PROJECT_NAME,
                 overwrite=role != "worker", runner=runner,
                 on_trial=report_worker_trial if role == "worker" else None)
+            if role != "worker":
+                mark_tuner_project(search.project_dir)
             if tuner == "hyperband":
                 oracle.max_trials = max_trials
             settings = None

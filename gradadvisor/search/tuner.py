@@ -10,6 +10,8 @@ from .records import TrialRecord, write_record
 from .space import setup_from_values
 
 OBJECTIVE = "score"
+PROJECT_NAME = "search"
+"""The folder Keras Tuner keeps its files in, inside the tuner directory."""
 
 
 def _tuner_classes():
