@@ -26,6 +26,10 @@ _SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
 _MAX_GAP = 1000
 #: Scheduled measurements made whatever they cost, so the rules always have a baseline.
 _FREE_CHECKS = 3
+#: A batch loss is a spike, for on_problem="recover", against the median of this many recent ones.
+_RECENT_LOSSES = 50
+#: A sustained rise compares the median of this many batch losses with the lowest median of _RECENT_LOSSES.
+_RISE_LOSSES = 10
 #: The loss curve kept for the report holds at most this many points (thinned by two when full).
 _MAX_LOSS_POINTS = 20000
 
@@ -107,26 +111,45 @@ class _GradientMonitor:
         With ``on_problem="recover"`` (or a callable ``on_problem``, so that it
         can call :meth:`recover`) the monitor keeps one snapshot of the
         model's variables and its optimizer's (slots and ``iterations``) in
-        host memory: taken when training begins and again after each healthy
-        measurement (finite loss and gradient norm, no finding that a
-        rollback can fix, a loss and a largest per-layer update ratio
-        within ``loss_spike`` times the medians of the recent healthy
-        measurements), overwritten in place, ``monitor.snapshot_bytes``
-        bytes (the sum of the variables' sizes, the compiled metrics'
-        included). A recovery happens when a
+        host memory, overwritten in place: ``monitor.snapshot_bytes`` bytes
+        (the sum of the variables' sizes, the compiled metrics' included).
+        It is taken when training begins, after each healthy measurement
+        (finite loss and gradient norm, no finding that a rollback can fix,
+        a loss within ``loss_spike`` times the median of the last 50 batch
+        losses and a largest per-layer update ratio within ``loss_spike``
+        times that of the recent healthy measurements), and with
+        ``"recover"`` also between measurements, every so many steps whose
+        batch losses were finite and no spike: the gap is fitted so the
+        copies take at most ``max_overhead`` of the training time, on top
+        of the measurements' share. A recovery happens when a
         finding at ``min_severity`` or above whose rule names clipping or the
         learning rate as a fix appears (other findings, such as vanishing
         gradients or dead units, are warned about), when a batch's loss is
-        NaN or infinite, or when it exceeds ``loss_spike`` times the median
-        loss of the recent healthy measurements. It restores the snapshot,
-        then changes the optimizer: the first time, global gradient clipping
-        (``global_clipnorm``) at the 90th percentile of the healthy
-        measurements' global gradient norms; if the run diverges again,
-        the learning rate times ``recovery_lr_factor`` at each recovery (a
-        float learning rate is assigned its new value; a schedule is wrapped
-        so it keeps deciding the rate and the factor multiplies it). An
-        optimizer that already clips by ``clipnorm`` or ``clipvalue`` keeps
-        its own clipping (Keras allows one kind at a time). The train
+        NaN or infinite, when it exceeds ``loss_spike`` times the median
+        of the last 50 batch losses, or when the median of the last 10
+        batch losses exceeds ``loss_spike ** 0.5`` times the lowest median
+        of 50 seen (a climb with no single spike: a learning rate creeping
+        too high). Snapshots between measurements wait while that median is
+        above ``loss_spike ** 0.25`` times the lowest.
+
+        A recovery restores the snapshot, then changes the optimizer, the
+        more so the more the run resists:
+
+        - the first time clipping is called for (a NaN or spiking loss, a
+          finding that names clipping): global gradient clipping
+          (``global_clipnorm``) at the 90th percentile of the healthy
+          measurements' global gradient norms;
+        - when the run diverges again before a new snapshot (the remedy did
+          not hold), and at every climbing loss: the learning rate times
+          ``recovery_lr_factor``. A float learning rate is assigned its new
+          value; a schedule is wrapped, so it keeps deciding the rate and
+          the factor multiplies it;
+        - a problem after a new snapshot, with clipping in place (a bad
+          batch, say): rolled back and skipped, nothing else changed.
+
+        An optimizer that already clips by ``clipnorm`` or ``clipvalue``
+        keeps its own clipping (Keras allows one kind at a time) and has its
+        learning rate scaled instead. The train
         functions are traced again when clipping or a schedule changed.
         The batches between the snapshot and the problem are skipped: their
         updates are undone and, as ``fit`` moves on to the next batch, not
@@ -152,7 +175,7 @@ class _GradientMonitor:
         stop_reason: Why the monitor stopped training, or None.
         recoveries: One dict per recovery: ``step``, ``epoch``, ``batch``,
             ``trigger`` (``"finding"``, ``"nonfinite_loss"``,
-            ``"loss_spike"`` or ``"callable"``), ``rules``, ``problem`` (in
+            ``"loss_spike"``, ``"loss_rise"`` or ``"callable"``), ``rules``, ``problem`` (in
             words), ``loss``, ``restored_step`` (the last step whose update
             the snapshot holds; -1 for the weights training began with),
             ``restored_iterations``, ``skipped_steps`` (``[first, last]``,
@@ -274,7 +297,9 @@ class _GradientMonitor:
         self.recoveries: list = []
         self._snapshot = _Snapshot() if self._keeps_snapshots() else None
         self._healthy_norms: collections.deque = collections.deque(maxlen=NUM_HEALTHY_NORMS)
-        self._healthy_losses: collections.deque = collections.deque(maxlen=window)
+        self._recent_losses: collections.deque = collections.deque(maxlen=_RECENT_LOSSES)
+        self._best_median = None
+        self._snapshot_seconds: collections.deque = collections.deque(maxlen=8)
         self._healthy_updates: collections.deque = collections.deque(maxlen=window)
         self._clipped_by_monitor = False
         self._last_recovery_snapshot = None
@@ -373,12 +398,24 @@ class _GradientMonitor:
                 self._recover_or_stop("nonfinite_loss", [], f"the batch loss was {batch_loss}", batch_loss,
                                       batch)
                 return
-            reference = float(np.median(self._healthy_losses)) if self._healthy_losses else math.nan
+            reference = self._loss_reference()
             if self.loss_spike is not None and reference > 0 and batch_loss > self.loss_spike * reference:
                 self._recover_or_stop(
                     "loss_spike", [], f"the batch loss was {batch_loss:.4g}, more than {self.loss_spike:g} "
-                    f"times the median loss of the recent healthy measurements ({reference:.4g})",
+                    f"times the median of the last {len(self._recent_losses)} batch losses ({reference:.4g})",
                     batch_loss, batch)
+                return
+            self._recent_losses.append(batch_loss)
+            rise = self._loss_rise()
+            if rise is not None and self.loss_spike is not None and rise > self.loss_spike ** 0.5:
+                self._recover_or_stop(
+                    "loss_rise", [], f"the median of the last {_RISE_LOSSES} batch losses rose to {rise:.3g} "
+                    f"times the lowest median of {_RECENT_LOSSES} since training began or last recovered "
+                    f"({self._best_median:.4g})", batch_loss, batch)
+                return
+            if self._snapshot_due(last_step) and (rise is None or self.loss_spike is None
+                                                  or rise <= self.loss_spike ** 0.25):
+                self._take_snapshot(last_step)
             return
         if not math.isfinite(batch_loss):
             if not was_finite:
@@ -541,7 +578,7 @@ class _GradientMonitor:
         probe = self.probe_result()
         found = _evaluate(probe, self._action_rules) if self._action_rules else []
         if self._snapshot is not None and self._healthy(measurement, found):
-            self._take_snapshot(measurement)
+            self._take_snapshot(measurement["step"], measurement)
         new = []
         for finding in found:
             key = (finding.rule, finding.first_layer)
@@ -651,19 +688,64 @@ class _GradientMonitor:
         # The snapshot holds the weights after this step's update, which the
         # loss and gradient measured before it cannot vouch for; an update
         # far larger than the healthy ones (a learning rate that jumped) can.
-        if self._healthy_losses and measurement["loss"] > self.loss_spike * float(np.median(self._healthy_losses)):
+        if measurement["loss"] > self.loss_spike * self._loss_reference():
+            return False
+        rise = self._loss_rise()
+        if rise is not None and rise > self.loss_spike ** 0.25:
             return False
         update = _largest_update(measurement)
         return not (self._healthy_updates and math.isfinite(update)
                     and update > self.loss_spike * float(np.median(self._healthy_updates)))
 
-    def _take_snapshot(self, measurement: dict):
+    def _loss_rise(self) -> float | None:
+        """The median of the last few batch losses over the lowest median of 50 seen (None until known).
+
+        A learning rate that creeps too high makes the loss climb over
+        hundreds of steps with no single spike; this catches the climb.
+        """
+        if len(self._recent_losses) < _RECENT_LOSSES:
+            return None
+        median = float(np.median(self._recent_losses))
+        if self._best_median is None or median < self._best_median:
+            self._best_median = median
+        if self._best_median <= 0:
+            return None
+        recent = list(self._recent_losses)[-_RISE_LOSSES:]
+        return float(np.median(recent)) / self._best_median
+
+    def _loss_reference(self) -> float:
+        """The median of the recent finite batch losses that were not spikes (NaN before any)."""
+        return float(np.median(self._recent_losses)) if self._recent_losses else math.nan
+
+    def _snapshot_gap(self) -> int:
+        """Steps between snapshots taken between measurements: their copies fit in ``max_overhead``."""
+        if not self._snapshot_seconds or not self._step_seconds:
+            return 10
+        step = float(np.median(self._step_seconds))
+        cost = float(np.median(self._snapshot_seconds))
+        if step <= 0:
+            return _MAX_GAP
+        return int(min(_MAX_GAP, max(1, math.ceil(cost / (self.max_overhead * step)))))
+
+    def _snapshot_due(self, step: int) -> bool:
+        """Whether to take a snapshot now, between measurements, vouched for by the batch losses."""
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.step is None:
+            return False
+        gap = self._snapshot_gap()
+        # Right after a recovery the remedy is untested: a full gap of good losses first.
+        since_recovery = math.inf if self._recovered_step is None else step - self._recovered_step
+        return step - snapshot.step >= gap and since_recovery >= gap
+
+    def _take_snapshot(self, step: int, measurement: dict | None = None):
         if _Snapshot.size_of(_Snapshot.variables_of(self.model)) > self.max_snapshot_bytes:
             return  # the optimizer's slots appeared after training began and made it too large
-        self._snapshot.take(self.model, measurement["step"], self._epoch,
-                            (self._epoch_steps, self._epoch_mean_loss))
+        started = time.perf_counter()
+        self._snapshot.take(self.model, step, self._epoch, (self._epoch_steps, self._epoch_mean_loss))
+        self._snapshot_seconds.append(time.perf_counter() - started)
+        if measurement is None:
+            return
         self._healthy_norms.append(measurement["global_grad_norm"])
-        self._healthy_losses.append(measurement["loss"])
         update = _largest_update(measurement)
         if math.isfinite(update):
             self._healthy_updates.append(update)
@@ -704,7 +786,10 @@ class _GradientMonitor:
             return None
         self._epoch_steps, self._epoch_mean_loss = snapshot.restore(model, self._epoch)
         candidates = set(RECOVERABLE_FIXES)
-        if findings:
+        if trigger == "loss_rise":
+            # A climb with no spike is a learning rate too high, which clipping does not tame.
+            candidates = {"learning_rate"}
+        elif findings:
             candidates = {fix for finding in findings for fix in finding.fixes} & candidates
         repeated = snapshot.num_taken == self._last_recovery_snapshot
         clip, scale = _plan(candidates, self._clipped_by_monitor, repeated)
@@ -742,6 +827,8 @@ class _GradientMonitor:
         for finding in findings:
             self._reported.discard((finding.rule, finding.first_layer))
         self._recovered_step = step
+        # The losses since the snapshot describe the weights just undone.
+        self._recent_losses.clear()
         self._next_trigger = "recovery"
         self._epoch_recoveries += 1
         rules = [finding.rule for finding in findings]

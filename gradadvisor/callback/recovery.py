@@ -130,12 +130,14 @@ def _plan(candidates: set, clipped_by_monitor: bool, repeated: bool) -> tuple:
     down (or, for a finding that names clipping but not the learning rate,
     the clipping tightened).  A problem after healthy training under the
     remedy (a bad batch, say) is rolled back and skipped, with no new change.
+    A problem that calls for the learning rate alone (a loss that climbs
+    with no spike) has it scaled down every time.
     """
     clip = "clipping" in candidates
     scale = "learning_rate" in candidates
     if clip and not clipped_by_monitor:
         return True, False
-    if not repeated and clipped_by_monitor:
+    if clip and not repeated and clipped_by_monitor:
         return False, False
     if scale:
         return False, True
