@@ -299,6 +299,7 @@ class _GradientMonitor:
         self._healthy_norms: collections.deque = collections.deque(maxlen=NUM_HEALTHY_NORMS)
         self._recent_losses: collections.deque = collections.deque(maxlen=_RECENT_LOSSES)
         self._best_median = None
+        self._snapshot_best_median = None
         self._snapshot_seconds: collections.deque = collections.deque(maxlen=8)
         self._healthy_updates: collections.deque = collections.deque(maxlen=window)
         self._clipped_by_monitor = False
@@ -673,7 +674,8 @@ class _GradientMonitor:
             return
         if self.mode != "train_step" and optimizer.built is False:
             return  # its slots appear at the first step: taken at the first healthy measurement
-        self._snapshot.take(model, self._steps_done - 1, self._epoch, (0, 0.0))
+        self._take_snapshot(self._steps_done - 1)
+        self._snapshot.epoch = None  # before any epoch: restoring it restarts the epoch's metrics
 
     def _healthy(self, measurement: dict, found: list) -> bool:
         if not (math.isfinite(measurement["loss"]) and math.isfinite(measurement["global_grad_norm"])):
@@ -743,6 +745,7 @@ class _GradientMonitor:
         started = time.perf_counter()
         self._snapshot.take(self.model, step, self._epoch, (self._epoch_steps, self._epoch_mean_loss))
         self._snapshot_seconds.append(time.perf_counter() - started)
+        self._snapshot_best_median = self._best_median
         if measurement is None:
             return
         self._healthy_norms.append(measurement["global_grad_norm"])
@@ -767,7 +770,8 @@ class _GradientMonitor:
             return
         restored = ""
         if self._snapshot is not None and self._snapshot.step is not None:
-            self._snapshot.restore(self.model, self._epoch)
+            # The epoch's logs keep what happened: training stops here.
+            self._snapshot.restore(self.model, self._epoch, metrics=False)
             restored = f" Restored the weights and optimizer state {_restored_words(self._snapshot.step)}."
         why = (f"after {len(self.recoveries)} recoveries (max_recoveries={self.max_recoveries})"
                if len(self.recoveries) >= self.max_recoveries else "with no healthy snapshot to restore")
@@ -827,8 +831,10 @@ class _GradientMonitor:
         for finding in findings:
             self._reported.discard((finding.rule, finding.first_layer))
         self._recovered_step = step
-        # The losses since the snapshot describe the weights just undone.
+        # The losses since the snapshot describe the weights just undone, and
+        # the lowest median is compared with the weights restored.
         self._recent_losses.clear()
+        self._best_median = self._snapshot_best_median
         self._next_trigger = "recovery"
         self._epoch_recoveries += 1
         rules = [finding.rule for finding in findings]

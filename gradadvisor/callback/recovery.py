@@ -86,10 +86,12 @@ class _Snapshot:
         self.iterations = int(optimizer.iterations.numpy()) if optimizer is not None else None
         self.num_taken += 1
 
-    def restore(self, model, epoch: int) -> tuple:
+    def restore(self, model, epoch: int, metrics: bool = True) -> tuple:
         """Assign the copies back; ``(epoch_steps, epoch_mean_loss)`` the epoch's logs restart from."""
         for variable, buffer in zip(self.variables, self.buffers):
             variable.assign(buffer)
+        if not metrics:
+            return None
         if epoch == self.epoch and self.metric_variables:
             for variable, buffer in zip(self.metric_variables, self.metric_buffers):
                 variable.assign(buffer)
