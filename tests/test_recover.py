@@ -127,6 +127,8 @@ def test_nan_batch_is_rolled_back_to_the_snapshot_and_training_continues(keras, 
 def test_max_recoveries_spent_stops_as_stop_does(keras, GradientMonitor):
     model, x, y = regression(keras)
     y[5 * 32 + 3] = np.nan  # comes back every epoch: NumPy arrays are iterated again
+    # After the recovery no snapshot is taken until 50 batch losses vouch for the remedy:
+    # stopping at the second NaN goes back to the snapshot of step 3 again.
     monitor = GradientMonitor(every_n_steps=4, on_problem="recover", max_recoveries=1)
     monitor, history, messages = fit_recording(model, GradientMonitor, x, y, batch_size=32, epochs=3,
                                                shuffle=False, monitor=monitor)
@@ -134,7 +136,7 @@ def test_max_recoveries_spent_stops_as_stop_does(keras, GradientMonitor):
     assert model.stop_training is True and len(history.history["loss"]) == 2
     assert monitor.stop_reason.startswith(
         "GradientMonitor stopped training at step 13 after 1 recoveries (max_recoveries=1): the batch loss was "
-        "nan. Restored the weights and optimizer state as they were after step 11.")
+        "nan. Restored the weights and optimizer state as they were after step 3.")
     assert messages[-1] == monitor.stop_reason
     assert all_finite(model)
     assert history.history["recoveries"] == [1, 0]

@@ -129,8 +129,12 @@ class _GradientMonitor:
         of the last 50 batch losses, or when the median of the last 10
         batch losses exceeds ``loss_spike ** 0.5`` times the lowest median
         of 50 seen (a climb with no single spike: a learning rate creeping
-        too high). Snapshots between measurements wait while that median is
-        above ``loss_spike ** 0.25`` times the lowest.
+        too high), or, between a recovery and the next snapshot, exceeds
+        ``loss_spike ** 0.25`` times the median of 50 when the snapshot
+        restored was taken (a remedy that leaves the loss high is
+        escalated). Snapshots between measurements wait for 50 batch
+        losses, no climb, and that median within ``loss_spike ** 0.25``
+        times the last snapshot's.
 
         A recovery restores the snapshot, then changes the optimizer, the
         more so the more the run resists:
@@ -300,6 +304,8 @@ class _GradientMonitor:
         self._recent_losses: collections.deque = collections.deque(maxlen=_RECENT_LOSSES)
         self._best_median = None
         self._snapshot_best_median = None
+        self._snapshot_median = None
+        self._awaiting_snapshot = False
         self._snapshot_seconds: collections.deque = collections.deque(maxlen=8)
         self._healthy_updates: collections.deque = collections.deque(maxlen=window)
         self._clipped_by_monitor = False
@@ -407,15 +413,22 @@ class _GradientMonitor:
                     batch_loss, batch)
                 return
             self._recent_losses.append(batch_loss)
-            rise = self._loss_rise()
-            if rise is not None and self.loss_spike is not None and rise > self.loss_spike ** 0.5:
+            rise, level = self._loss_levels()
+            if self.loss_spike is not None and rise is not None and rise > self.loss_spike ** 0.5:
                 self._recover_or_stop(
                     "loss_rise", [], f"the median of the last {_RISE_LOSSES} batch losses rose to {rise:.3g} "
-                    f"times the lowest median of {_RECENT_LOSSES} since training began or last recovered "
-                    f"({self._best_median:.4g})", batch_loss, batch)
+                    f"times the lowest median of {_RECENT_LOSSES} batch losses ({self._best_median:.4g})",
+                    batch_loss, batch)
                 return
-            if self._snapshot_due(last_step) and (rise is None or self.loss_spike is None
-                                                  or rise <= self.loss_spike ** 0.25):
+            # Until a snapshot vouches for it, a remedy must bring the loss back to the snapshot's level.
+            if self.loss_spike is not None and self._awaiting_snapshot and level is not None \
+                    and level > self.loss_spike ** 0.25:
+                self._recover_or_stop(
+                    "loss_rise", [], f"after the last recovery the median of the last {_RISE_LOSSES} batch "
+                    f"losses stayed at {level:.3g} times that of the snapshot restored "
+                    f"({self._snapshot_median:.4g})", batch_loss, batch)
+                return
+            if self._snapshot_due(last_step) and self._losses_vouch(rise, level):
                 self._take_snapshot(last_step)
             return
         if not math.isfinite(batch_loss):
@@ -692,28 +705,39 @@ class _GradientMonitor:
         # far larger than the healthy ones (a learning rate that jumped) can.
         if measurement["loss"] > self.loss_spike * self._loss_reference():
             return False
-        rise = self._loss_rise()
-        if rise is not None and rise > self.loss_spike ** 0.25:
+        rise, level = self._loss_levels()
+        if rise is None and not self._awaiting_snapshot:
+            pass  # early in training: the measurement alone vouches
+        elif not self._losses_vouch(rise, level):
             return False
         update = _largest_update(measurement)
         return not (self._healthy_updates and math.isfinite(update)
                     and update > self.loss_spike * float(np.median(self._healthy_updates)))
 
-    def _loss_rise(self) -> float | None:
-        """The median of the last few batch losses over the lowest median of 50 seen (None until known).
+    def _loss_levels(self) -> tuple:
+        """``(rise, level)``: the median of the last few batch losses over the lowest median of 50
+        seen, and over the median of 50 when the snapshot was taken (each None until known).
 
         A learning rate that creeps too high makes the loss climb over
-        hundreds of steps with no single spike; this catches the climb.
+        hundreds of steps with no single spike: ``rise`` catches the climb.
         """
         if len(self._recent_losses) < _RECENT_LOSSES:
-            return None
+            return None, None
         median = float(np.median(self._recent_losses))
         if self._best_median is None or median < self._best_median:
             self._best_median = median
-        if self._best_median <= 0:
-            return None
-        recent = list(self._recent_losses)[-_RISE_LOSSES:]
-        return float(np.median(recent)) / self._best_median
+        recent = float(np.median(list(self._recent_losses)[-_RISE_LOSSES:]))
+        rise = recent / self._best_median if self._best_median > 0 else None
+        level = recent / self._snapshot_median if self._snapshot_median else None
+        return rise, level
+
+    def _losses_vouch(self, rise, level) -> bool:
+        """Whether the recent batch losses vouch for the weights: no climb, near the last snapshot's level."""
+        if self.loss_spike is None:
+            return True
+        if rise is None:
+            return False
+        return rise <= self.loss_spike ** 0.5 and (level is None or level <= self.loss_spike ** 0.25)
 
     def _loss_reference(self) -> float:
         """The median of the recent finite batch losses that were not spikes (NaN before any)."""
@@ -746,6 +770,9 @@ class _GradientMonitor:
         self._snapshot.take(self.model, step, self._epoch, (self._epoch_steps, self._epoch_mean_loss))
         self._snapshot_seconds.append(time.perf_counter() - started)
         self._snapshot_best_median = self._best_median
+        self._snapshot_median = float(np.median(self._recent_losses)) \
+            if len(self._recent_losses) >= _RISE_LOSSES else None
+        self._awaiting_snapshot = False
         if measurement is None:
             return
         self._healthy_norms.append(measurement["global_grad_norm"])
@@ -835,6 +862,7 @@ class _GradientMonitor:
         # the lowest median is compared with the weights restored.
         self._recent_losses.clear()
         self._best_median = self._snapshot_best_median
+        self._awaiting_snapshot = True
         self._next_trigger = "recovery"
         self._epoch_recoveries += 1
         rules = [finding.rule for finding in findings]
