@@ -119,9 +119,9 @@ class _GradientMonitor:
         losses and a largest per-layer update ratio within ``loss_spike``
         times that of the recent healthy measurements), and with
         ``"recover"`` also between measurements, every so many steps whose
-        batch losses were finite and no spike: the gap is fitted so the
-        copies take at most ``max_overhead`` of the training time, on top
-        of the measurements' share. A recovery happens when a
+        batch losses vouch for the weights (below): the gap is fitted so
+        the copies take at most twice ``max_overhead`` of the training time,
+        on top of the measurements' share. A recovery happens when a
         finding at ``min_severity`` or above whose rule names clipping or the
         learning rate as a fix appears (other findings, such as vanishing
         gradients or dead units, are warned about), when a batch's loss is
@@ -744,14 +744,14 @@ class _GradientMonitor:
         return float(np.median(self._recent_losses)) if self._recent_losses else math.nan
 
     def _snapshot_gap(self) -> int:
-        """Steps between snapshots taken between measurements: their copies fit in ``max_overhead``."""
+        """Steps between snapshots taken between measurements: their copies fit in twice ``max_overhead``."""
         if not self._snapshot_seconds or not self._step_seconds:
             return 10
         step = float(np.median(self._step_seconds))
         cost = float(np.median(self._snapshot_seconds))
         if step <= 0:
             return _MAX_GAP
-        return int(min(_MAX_GAP, max(1, math.ceil(cost / (self.max_overhead * step)))))
+        return int(min(_MAX_GAP, max(1, math.ceil(cost / (2 * self.max_overhead * step)))))
 
     def _snapshot_due(self, step: int) -> bool:
         """Whether to take a snapshot now, between measurements, vouched for by the batch losses."""
@@ -764,11 +764,15 @@ class _GradientMonitor:
         return step - snapshot.step >= gap and since_recovery >= gap
 
     def _take_snapshot(self, step: int, measurement: dict | None = None):
-        if _Snapshot.size_of(_Snapshot.variables_of(self.model)) > self.max_snapshot_bytes:
-            return  # the optimizer's slots appeared after training began and made it too large
         started = time.perf_counter()
-        self._snapshot.take(self.model, step, self._epoch, (self._epoch_steps, self._epoch_mean_loss))
-        self._snapshot_seconds.append(time.perf_counter() - started)
+        variables = _Snapshot.variables_of(self.model)
+        if len(variables) != len(self._snapshot.variables) and \
+                _Snapshot.size_of(variables) > self.max_snapshot_bytes:
+            return  # the optimizer's slots appeared after training began and made it too large
+        rebuilt = self._snapshot.take(self.model, step, self._epoch,
+                                      (self._epoch_steps, self._epoch_mean_loss), variables)
+        if not rebuilt:  # a copy set up anew includes tracing its read: not what copies cost
+            self._snapshot_seconds.append(time.perf_counter() - started)
         self._snapshot_best_median = self._best_median
         self._snapshot_median = float(np.median(self._recent_losses)) \
             if len(self._recent_losses) >= _RISE_LOSSES else None

@@ -76,15 +76,27 @@ class _Snapshot:
     def size_of(variables) -> int:
         return int(sum(int(np.prod(v.shape)) * np.dtype(_numpy_dtype(v)).itemsize for v in variables))
 
-    def take(self, model, step: int, epoch: int, epoch_progress: tuple):
-        self.variables, self.buffers = _copy(self.variables_of(model), self.variables, self.buffers)
-        self.metric_variables, self.metric_buffers = _copy(
-            list(getattr(model, "metrics_variables", [])), self.metric_variables, self.metric_buffers)
+    def take(self, model, step: int, epoch: int, epoch_progress: tuple, variables=None) -> bool:
+        """Copy the variables now; True when the copy was set up anew (its time includes a trace)."""
+        variables = self.variables_of(model) if variables is None else variables
+        rebuilt = False
+        metric_variables = list(getattr(model, "metrics_variables", []))
+        if [id(v) for v in variables + metric_variables] != \
+                [id(v) for v in self.variables + self.metric_variables]:
+            self.variables, self.metric_variables = variables, metric_variables
+            self.buffers = [np.empty(tuple(v.shape), _numpy_dtype(v)) for v in variables]
+            self.metric_buffers = [np.empty(tuple(v.shape), _numpy_dtype(v)) for v in metric_variables]
+            self.read = _read_function(variables + metric_variables)
+            rebuilt = True
+        # One call reads every variable: per-variable eager reads cost far more than the copies.
+        for value, buffer in zip(self.read(), self.buffers + self.metric_buffers):
+            np.copyto(buffer, value.numpy().reshape(buffer.shape))
         self.epoch, self.epoch_progress = epoch, epoch_progress
         self.step = int(step)
         optimizer = getattr(model, "optimizer", None)
         self.iterations = int(optimizer.iterations.numpy()) if optimizer is not None else None
         self.num_taken += 1
+        return rebuilt
 
     def restore(self, model, epoch: int, metrics: bool = True) -> tuple:
         """Assign the copies back; ``(epoch_steps, epoch_mean_loss)`` the epoch's logs restart from."""
@@ -100,13 +112,12 @@ class _Snapshot:
         return 0, 0.0
 
 
-def _copy(variables: list, previous: list, buffers: list) -> tuple:
-    """Copy ``variables`` into ``buffers`` (reallocated only when the variables changed)."""
-    if [id(v) for v in variables] != [id(v) for v in previous]:
-        buffers = [np.empty(tuple(v.shape), _numpy_dtype(v)) for v in variables]
-    for variable, buffer in zip(variables, buffers):
-        np.copyto(buffer, np.asarray(variable.numpy()).reshape(buffer.shape))
-    return variables, buffers
+def _read_function(variables: list):
+    """A traced function returning the current value of every variable, in order."""
+    from .._tf import import_keras
+
+    tf, _ = import_keras()
+    return tf.function(lambda: [tf.identity(v.value) for v in variables], autograph=False)
 
 
 def _numpy_dtype(variable) -> str:
