@@ -303,6 +303,10 @@ class _GradientMonitor:
         self._healthy_norms: collections.deque = collections.deque(maxlen=NUM_HEALTHY_NORMS)
         self._recent_losses: collections.deque = collections.deque(maxlen=_RECENT_LOSSES)
         self._best_median = None
+        self._reference = math.nan  # the median of the recent batch losses, refreshed with _levels
+        self._levels = (None, None)
+        self._losses_since_stats = 0
+        self._gap_cache, self._gap_refreshed = None, 0
         self._snapshot_best_median = None
         self._snapshot_median = None
         self._awaiting_snapshot = False
@@ -405,7 +409,7 @@ class _GradientMonitor:
                 self._recover_or_stop("nonfinite_loss", [], f"the batch loss was {batch_loss}", batch_loss,
                                       batch)
                 return
-            reference = self._loss_reference()
+            reference = self._reference
             if self.loss_spike is not None and reference > 0 and batch_loss > self.loss_spike * reference:
                 self._recover_or_stop(
                     "loss_spike", [], f"the batch loss was {batch_loss:.4g}, more than {self.loss_spike:g} "
@@ -413,7 +417,14 @@ class _GradientMonitor:
                     batch_loss, batch)
                 return
             self._recent_losses.append(batch_loss)
-            rise, level = self._loss_levels()
+            # Medians every step would cost more than the step of a small model: once
+            # the window is full they are refreshed every few steps, and judged then.
+            self._losses_since_stats += 1
+            if len(self._recent_losses) >= _RECENT_LOSSES and self._losses_since_stats < _RISE_LOSSES:
+                return
+            self._losses_since_stats = 0
+            self._reference = float(np.median(self._recent_losses))
+            rise, level = self._levels = self._loss_levels()
             if self.loss_spike is not None and rise is not None and rise > self.loss_spike ** 0.5:
                 self._recover_or_stop(
                     "loss_rise", [], f"the median of the last {_RISE_LOSSES} batch losses rose to {rise:.3g} "
@@ -703,9 +714,9 @@ class _GradientMonitor:
         # The snapshot holds the weights after this step's update, which the
         # loss and gradient measured before it cannot vouch for; an update
         # far larger than the healthy ones (a learning rate that jumped) can.
-        if measurement["loss"] > self.loss_spike * self._loss_reference():
+        if measurement["loss"] > self.loss_spike * self._reference:
             return False
-        rise, level = self._loss_levels()
+        rise, level = self._levels
         if rise is None and not self._awaiting_snapshot:
             pass  # early in training: the measurement alone vouches
         elif not self._losses_vouch(rise, level):
@@ -739,11 +750,12 @@ class _GradientMonitor:
             return False
         return rise <= self.loss_spike ** 0.5 and (level is None or level <= self.loss_spike ** 0.25)
 
-    def _loss_reference(self) -> float:
-        """The median of the recent finite batch losses that were not spikes (NaN before any)."""
-        return float(np.median(self._recent_losses)) if self._recent_losses else math.nan
-
     def _snapshot_gap(self) -> int:
+        if self._steps_done >= self._gap_refreshed + _RISE_LOSSES or self._gap_cache is None:
+            self._gap_cache, self._gap_refreshed = self._fit_snapshot_gap(), self._steps_done
+        return self._gap_cache
+
+    def _fit_snapshot_gap(self) -> int:
         """Steps between snapshots taken between measurements: their copies fit in twice ``max_overhead``."""
         if not self._snapshot_seconds or not self._step_seconds:
             return 10
@@ -865,6 +877,7 @@ class _GradientMonitor:
         # The losses since the snapshot describe the weights just undone, and
         # the lowest median is compared with the weights restored.
         self._recent_losses.clear()
+        self._reference, self._levels, self._losses_since_stats = math.nan, (None, None), 0
         self._best_median = self._snapshot_best_median
         self._awaiting_snapshot = True
         self._next_trigger = "recovery"
