@@ -55,7 +55,7 @@ def recovery_chart(training: dict) -> plots.Chart | None:
         axis.set_xlabel("training step")
         if recoveries:
             axis.legend(loc="upper right")
-        svg = plots._render(figure, "recovery")
+        svg = plots._render(figure)
     description = (f"Line chart of the batch loss over {int(steps[-1]) + 1 if steps.size else 0} training "
                    f"steps with {len(recoveries)} recover{'y' if len(recoveries) == 1 else 'ies'} marked.")
     return plots.Chart(svg, notes, description)
