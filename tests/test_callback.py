@@ -451,8 +451,8 @@ def test_probe_batch_statistics_match_a_naive_computation(keras, tf, GradientMon
                            "least 1. Got 0 instead."),
     ({"max_overhead": 2}, "The 'max_overhead' parameter of GradientMonitor must be a fraction between 0 and 1, "
                           "like 0.02 for 2%. Got 2 instead."),
-    ({"on_problem": "explode"}, "The 'on_problem' parameter of GradientMonitor must be 'warn', 'stop' or a "
-                                "callable (finding, monitor) -> None. Got 'explode' instead."),
+    ({"on_problem": "explode"}, "The 'on_problem' parameter of GradientMonitor must be 'warn', 'stop', "
+                                "'recover' or a callable (finding, monitor) -> None. Got 'explode' instead."),
     ({"min_severity": "fatal"}, "The 'min_severity' parameter of GradientMonitor must be 'error', 'warning' or "
                                 "'info'. Got 'fatal' instead."),
     ({"mode": "fast"}, "The 'mode' parameter of GradientMonitor must be 'auto', 'train_step' or 'probe_batch'. "

@@ -14,6 +14,8 @@ import numpy as np
 from ..errors import UsageError
 from .findings import _caller_stacklevel, _describe_finding, _evaluate
 from .probe_batch import _ProbeBatch
+from .recovery import (NUM_HEALTHY_NORMS, RECOVERABLE_FIXES, _plan, _Snapshot, apply_clipping,
+                       clip_norm_from, rebuild_train_functions, scale_learning_rate)
 from .tensorboard import _TENSORBOARD_GROUPS, _write_histogram, _write_scalar
 from .train_step import _LiveTrainStep, _train_step_unavailable, _unwrap
 
@@ -24,6 +26,12 @@ _SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
 _MAX_GAP = 1000
 #: Scheduled measurements made whatever they cost, so the rules always have a baseline.
 _FREE_CHECKS = 3
+#: A batch loss is a spike, for on_problem="recover", against the median of this many recent ones.
+_RECENT_LOSSES = 50
+#: A sustained rise compares the median of this many batch losses with the lowest median of _RECENT_LOSSES.
+_RISE_LOSSES = 10
+#: The loss curve kept for the report holds at most this many points (thinned by two when full).
+_MAX_LOSS_POINTS = 20000
 
 
 class GradientWarning(UserWarning):
@@ -62,8 +70,11 @@ class _GradientMonitor:
             compare the oldest with the newest of them.
         on_problem: ``"warn"`` issues one :class:`GradientWarning` per rule and
             layer, with the numbers; ``"stop"`` also sets
-            ``model.stop_training`` at the first finding; or a callable
-            ``(finding, monitor) -> None`` called once per rule and layer.
+            ``model.stop_training`` at the first finding; ``"recover"`` rolls
+            the run back to its last healthy state, applies a remedy and
+            keeps training (see "Recovering" below); or a callable
+            ``(finding, monitor) -> None`` called once per rule and layer,
+            which may call :meth:`recover`.
         min_severity: The least severe findings that trigger ``on_problem``:
             ``"error"``, ``"warning"`` or ``"info"``.
         rules_dirs: Extra folders of rule files, as for :func:`gradadvisor.diagnose`.
@@ -85,6 +96,75 @@ class _GradientMonitor:
             ...) and gradient histograms (``gradients/<layer>/histogram``) there
             at every measurement. The ``tensorboard`` package is only needed to
             view them.
+        max_recoveries: With ``on_problem="recover"``, how many recoveries
+            one monitor makes (over every ``fit`` it sees); the next problem
+            stops training as ``"stop"`` does, after restoring the last
+            healthy snapshot.
+        recovery_lr_factor: The factor (between 0 and 1) a recovery that
+            lowers the learning rate multiplies it by.
+        max_snapshot_bytes: The most host memory the snapshot may take; a
+            model whose variables and optimizer state are larger is refused
+            when training begins (``on_problem="recover"``) or keeps no
+            snapshot (a callable ``on_problem``).
+
+    Recovering:
+        With ``on_problem="recover"`` (or a callable ``on_problem``, so that it
+        can call :meth:`recover`) the monitor keeps one snapshot of the
+        model's variables and its optimizer's (slots and ``iterations``) in
+        host memory, overwritten in place: ``monitor.snapshot_bytes`` bytes
+        (the sum of the variables' sizes, the compiled metrics' included).
+        It is taken when training begins, after each healthy measurement
+        (finite loss and gradient norm, no finding that a rollback can fix,
+        a loss within ``loss_spike`` times the median of the last 50 batch
+        losses and a largest per-layer update ratio within ``loss_spike``
+        times that of the recent healthy measurements), and with
+        ``"recover"`` also between measurements, every so many steps whose
+        batch losses vouch for the weights (below): the gap is fitted so
+        the copies take at most twice ``max_overhead`` of the training time,
+        on top of the measurements' share. A recovery happens when a
+        finding at ``min_severity`` or above whose rule names clipping or the
+        learning rate as a fix appears (other findings, such as vanishing
+        gradients or dead units, are warned about), when a batch's loss is
+        NaN or infinite, when it exceeds ``loss_spike`` times the median
+        of the last 50 batch losses, or when the median of the last 10
+        batch losses exceeds ``loss_spike ** 0.5`` times the lowest median
+        of 50 seen (a climb with no single spike: a learning rate creeping
+        too high), or, between a recovery and the next snapshot, exceeds
+        ``loss_spike ** 0.25`` times the median of 50 when the snapshot
+        restored was taken (a remedy that leaves the loss high is
+        escalated). Snapshots between measurements wait for 50 batch
+        losses, no climb, and that median within ``loss_spike ** 0.25``
+        times the last snapshot's.
+
+        A recovery restores the snapshot, then changes the optimizer, the
+        more so the more the run resists:
+
+        - the first time clipping is called for (a NaN or spiking loss, a
+          finding that names clipping): global gradient clipping
+          (``global_clipnorm``) at the 90th percentile of the healthy
+          measurements' global gradient norms;
+        - when the run diverges again before a new snapshot (the remedy did
+          not hold), and at every climbing loss: the learning rate times
+          ``recovery_lr_factor``. A float learning rate is assigned its new
+          value; a schedule is wrapped, so it keeps deciding the rate and
+          the factor multiplies it;
+        - a problem after a new snapshot, with clipping in place (a bad
+          batch, say): rolled back and skipped, nothing else changed.
+
+        An optimizer that already clips by ``clipnorm`` or ``clipvalue``
+        keeps its own clipping (Keras allows one kind at a time) and has its
+        learning rate scaled instead. The train
+        functions are traced again when clipping or a schedule changed.
+        The batches between the snapshot and the problem are skipped: their
+        updates are undone and, as ``fit`` moves on to the next batch, not
+        made again in this epoch, whether the data is a ``tf.data.Dataset``
+        or NumPy arrays. Their samples come back in later epochs when the
+        data is iterated again (NumPy arrays, a finite Dataset); only a
+        stream that never repeats (a generator, a Dataset read once with
+        ``steps_per_epoch``) never shows them again. A recovery also puts
+        the epoch's running loss and metrics back to their state at the
+        snapshot (or restarts them when the snapshot is from an earlier
+        epoch), so an epoch's logs cover the batches whose updates were kept.
 
     Attributes:
         mode: ``"auto"`` until training begins, then ``"train_step"`` or
@@ -94,8 +174,23 @@ class _GradientMonitor:
             ``trigger``, ``loss``, ``global_grad_norm``, ``layers`` (``{layer:
             {stat: value}}``) and ``timestep_grad_norms``.
         findings: Every finding acted on, in order, each reported once per rule
-            and layer.
+            and layer (with ``"recover"``, once per rule and layer between
+            recoveries).
         stop_reason: Why the monitor stopped training, or None.
+        recoveries: One dict per recovery: ``step``, ``epoch``, ``batch``,
+            ``trigger`` (``"finding"``, ``"nonfinite_loss"``,
+            ``"loss_spike"``, ``"loss_rise"`` or ``"callable"``), ``rules``, ``problem`` (in
+            words), ``loss``, ``restored_step`` (the last step whose update
+            the snapshot holds; -1 for the weights training began with),
+            ``restored_iterations``, ``skipped_steps`` (``[first, last]``,
+            the steps whose updates were undone), ``global_clipnorm`` and
+            ``learning_rate_scale`` after it (the product of every factor so
+            far), ``changes`` (in words) and ``message`` (the warning's
+            text). Each epoch's ``logs`` (and so ``model.history.history``
+            and callbacks listed after the monitor) hold ``recoveries``, the
+            number made in that epoch.
+        snapshot_bytes: Host memory the snapshot takes, in bytes (0 until
+            one is taken).
 
     Raises:
         UsageError: a parameter is out of range (at construction), or the mode
@@ -113,7 +208,8 @@ class _GradientMonitor:
                  on_problem: str | Callable = "warn", min_severity: str = "error",
                  rules_dirs=(), select=None, ignore=None, probe_data=None, mode: str = "auto",
                  loss_spike: float | None = 10.0, record_activations: bool = True,
-                 report=None, force: bool = False, tensorboard_dir=None):
+                 report=None, force: bool = False, tensorboard_dir=None, max_recoveries: int = 5,
+                 recovery_lr_factor: float = 0.1, max_snapshot_bytes: int = 2**30):
         super().__init__()
         from ..analysis.engine import load_rules, select_rules
 
@@ -125,10 +221,17 @@ class _GradientMonitor:
                 "The 'max_overhead' parameter of GradientMonitor must be a fraction between 0 and 1, "
                 f"like 0.02 for 2%. Got {max_overhead!r} instead.")
         _check_whole(window, "window", 2)
-        if not callable(on_problem) and on_problem not in ("warn", "stop"):
+        if not callable(on_problem) and on_problem not in ("warn", "stop", "recover"):
             raise UsageError(
-                "The 'on_problem' parameter of GradientMonitor must be 'warn', 'stop' or a callable "
-                f"(finding, monitor) -> None. Got {on_problem!r} instead.")
+                "The 'on_problem' parameter of GradientMonitor must be 'warn', 'stop', 'recover' or a "
+                f"callable (finding, monitor) -> None. Got {on_problem!r} instead.")
+        _check_whole(max_recoveries, "max_recoveries", 0)
+        _check_whole(max_snapshot_bytes, "max_snapshot_bytes", 1)
+        if isinstance(recovery_lr_factor, bool) or not isinstance(recovery_lr_factor, (int, float)) \
+                or not 0 < recovery_lr_factor < 1:
+            raise UsageError(
+                "The 'recovery_lr_factor' parameter of GradientMonitor must be a number between 0 and 1, "
+                f"like 0.1. Got {recovery_lr_factor!r} instead.")
         if min_severity not in _SEVERITY_RANK:
             raise UsageError(
                 "The 'min_severity' parameter of GradientMonitor must be 'error', 'warning' or 'info'. "
@@ -192,6 +295,34 @@ class _GradientMonitor:
         self._writer = None
         self._diagnosis_cache = None
         self._active = False
+        self.max_recoveries = max_recoveries
+        self.recovery_lr_factor = float(recovery_lr_factor)
+        self.max_snapshot_bytes = max_snapshot_bytes
+        self.recoveries: list = []
+        self._snapshot = _Snapshot() if self._keeps_snapshots() else None
+        self._healthy_norms: collections.deque = collections.deque(maxlen=NUM_HEALTHY_NORMS)
+        self._recent_losses: collections.deque = collections.deque(maxlen=_RECENT_LOSSES)
+        self._best_median = None
+        self._reference = math.nan  # the median of the recent batch losses, refreshed with _levels
+        self._levels = (None, None)
+        self._losses_since_stats = 0
+        self._gap_cache, self._gap_refreshed = None, 0
+        self._snapshot_best_median = None
+        self._snapshot_median = None
+        self._awaiting_snapshot = False
+        self._snapshot_seconds: collections.deque = collections.deque(maxlen=8)
+        self._healthy_updates: collections.deque = collections.deque(maxlen=window)
+        self._clipped_by_monitor = False
+        self._last_recovery_snapshot = None
+        self._learning_rate_scale = 1.0
+        self._epoch_recoveries = 0
+        self._recovered_step = None
+        self._loss_curve: list = []   # (step, batch loss), thinned to _MAX_LOSS_POINTS
+        self._loss_stride = 1
+
+    @property
+    def snapshot_bytes(self) -> int:
+        return self._snapshot.num_bytes if self._snapshot is not None else 0
 
     # ------------------------------------------------------------------
     # Keras hooks
@@ -214,12 +345,19 @@ class _GradientMonitor:
         if self.tensorboard_dir is not None and self._writer is None:
             self.tensorboard_dir.mkdir(parents=True, exist_ok=True)
             self._writer = tf.summary.create_file_writer(str(self.tensorboard_dir))
+        if self._snapshot is not None:
+            self._snapshot_at_begin(model)
 
     def on_epoch_begin(self, epoch, logs=None):
         # fit() resets its metrics before each epoch: the running loss starts over.
         self._epoch = epoch
         self._epoch_steps = 0
         self._epoch_mean_loss = 0.0
+        self._epoch_recoveries = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.on_problem == "recover" and logs is not None:
+            logs["recoveries"] = self._epoch_recoveries
 
     def on_train_batch_begin(self, batch, logs=None):
         self._batch_begin = batch
@@ -262,6 +400,48 @@ class _GradientMonitor:
                 self._gap = min(2 * self._gap, self._interval())
         if batch_loss is None:
             return
+        if self._snapshot is not None:
+            self._record_loss(last_step, batch_loss)
+        if self.on_problem == "recover":
+            if self._recovered_step == last_step or self.model.stop_training:
+                return
+            if not math.isfinite(batch_loss):
+                self._recover_or_stop("nonfinite_loss", [], f"the batch loss was {batch_loss}", batch_loss,
+                                      batch)
+                return
+            reference = self._reference
+            if self.loss_spike is not None and reference > 0 and batch_loss > self.loss_spike * reference:
+                self._recover_or_stop(
+                    "loss_spike", [], f"the batch loss was {batch_loss:.4g}, more than {self.loss_spike:g} "
+                    f"times the median of the last {len(self._recent_losses)} batch losses ({reference:.4g})",
+                    batch_loss, batch)
+                return
+            self._recent_losses.append(batch_loss)
+            # Medians every step would cost more than the step of a small model: once
+            # the window is full they are refreshed every few steps, and judged then.
+            self._losses_since_stats += 1
+            if len(self._recent_losses) >= _RECENT_LOSSES and self._losses_since_stats < _RISE_LOSSES:
+                return
+            self._losses_since_stats = 0
+            self._reference = float(np.median(self._recent_losses))
+            rise, level = self._levels = self._loss_levels()
+            if self.loss_spike is not None and rise is not None and rise > self.loss_spike ** 0.5:
+                self._recover_or_stop(
+                    "loss_rise", [], f"the median of the last {_RISE_LOSSES} batch losses rose to {rise:.3g} "
+                    f"times the lowest median of {_RECENT_LOSSES} batch losses ({self._best_median:.4g})",
+                    batch_loss, batch)
+                return
+            # Until a snapshot vouches for it, a remedy must bring the loss back to the snapshot's level.
+            if self.loss_spike is not None and self._awaiting_snapshot and level is not None \
+                    and level > self.loss_spike ** 0.25:
+                self._recover_or_stop(
+                    "loss_rise", [], f"after the last recovery the median of the last {_RISE_LOSSES} batch "
+                    f"losses stayed at {level:.3g} times that of the snapshot restored "
+                    f"({self._snapshot_median:.4g})", batch_loss, batch)
+                return
+            if self._snapshot_due(last_step) and self._losses_vouch(rise, level):
+                self._take_snapshot(last_step)
+            return
         if not math.isfinite(batch_loss):
             if not was_finite:
                 return  # the running mean stays NaN until the epoch ends: measured already
@@ -285,7 +465,7 @@ class _GradientMonitor:
             self._writer.flush()
         if self.report is not None and self._window:
             try:
-                self.diagnosis().save_html(self.report, force=True)
+                self._save_report()
             except Exception as exc:  # a failed report must not lose a finished training
                 warnings.warn(
                     f"GradientMonitor could not write the report '{self.report}' ({exc}). The "
@@ -418,16 +598,37 @@ class _GradientMonitor:
         self._window.append(measurement)
         if self._writer is not None:
             self._write_tensorboard(measurement, histograms)
-        if not self._action_rules:
+        if not self._action_rules and self._snapshot is None:
             return
         probe = self.probe_result()
-        for finding in _evaluate(probe, self._action_rules):
+        found = _evaluate(probe, self._action_rules) if self._action_rules else []
+        if self._snapshot is not None and self._healthy(measurement, found):
+            self._take_snapshot(measurement["step"], measurement)
+        new = []
+        for finding in found:
             key = (finding.rule, finding.first_layer)
             if key in self._reported:
                 continue
             self._reported.add(key)
             self.findings.append(finding)
+            new.append(finding)
+        if self.on_problem == "recover":
+            fixable = [finding for finding in new if _recoverable(finding)]
+            for finding in new:
+                if not any(finding is other for other in fixable):
+                    self._warn_finding(finding, probe, measurement)
+            if fixable and not self.model.stop_training:
+                text = " ".join(_describe_finding(finding, probe, measurement, self._window[0]["step"])
+                                for finding in fixable)
+                self._recover_or_stop("finding", fixable, text, measurement["loss"], batch)
+            return
+        for finding in new:
             self._act(finding, probe, measurement)
+
+    def _warn_finding(self, finding, probe, measurement):
+        text = _describe_finding(finding, probe, measurement, self._window[0]["step"])
+        warnings.warn(f"GradientMonitor, at step {measurement['step']}: {text}", GradientWarning,
+                      stacklevel=_caller_stacklevel())
 
     def _act(self, finding, probe, measurement):
         if callable(self.on_problem):
@@ -442,6 +643,290 @@ class _GradientMonitor:
             warnings.warn(f"GradientMonitor, at step {measurement['step']}: {text}", GradientWarning,
                           stacklevel=_caller_stacklevel())
 
+    # ------------------------------------------------------------------
+    # Recovering
+
+    def recover(self, finding=None, reason: str | None = None) -> dict | None:
+        """Roll back to the last healthy snapshot, apply a remedy, keep training.
+
+        What ``on_problem="recover"`` does at a problem, for a callable
+        ``on_problem`` to call (``monitor.recover(finding)``) when it decides
+        to; ``max_recoveries`` is not checked here: the callable decides.
+
+        Args:
+            finding: The :class:`~gradadvisor.Finding` that called for it;
+                its rule's fixes choose the remedies (clipping, the learning
+                rate). None applies both kinds, as for a NaN loss.
+            reason: The problem in words, for the warning (defaults to the
+                finding's message).
+
+        Returns:
+            The record appended to :attr:`recoveries`, or None when there is
+            no snapshot to restore (a warning says why).
+
+        Raises:
+            UsageError: called outside ``model.fit``.
+        """
+        if not self._active:
+            raise UsageError("GradientMonitor.recover() was called outside model.fit: call it from the "
+                             "on_problem callable, while the monitor trains a model.")
+        findings = [] if finding is None else [finding]
+        text = reason or (f"{finding.rule} {finding.name}: {finding.message}" if finding is not None
+                          else "recovery requested")
+        loss = self._loss_curve[-1][1] if self._loss_curve else math.nan
+        return self._recover("callable", findings, text, loss, self._batch_begin)
+
+    def _keeps_snapshots(self) -> bool:
+        return self.on_problem == "recover" or callable(self.on_problem)
+
+    def _snapshot_at_begin(self, model):
+        """Check the snapshot's size and take the first one, of the weights training begins with."""
+        optimizer = getattr(model, "optimizer", None)
+        if not model.built or optimizer is None:
+            return  # taken at the first healthy measurement instead
+        variables = _Snapshot.variables_of(model)
+        size = _Snapshot.size_of(variables)
+        if size > self.max_snapshot_bytes:
+            message = (f"The snapshot GradientMonitor keeps to recover would take {size:,} bytes of host "
+                       f"memory for model '{model.name}', more than max_snapshot_bytes="
+                       f"{self.max_snapshot_bytes:,}. Raise max_snapshot_bytes, or use on_problem='stop'.")
+            if self.on_problem == "recover":
+                raise UsageError(message)
+            warnings.warn(message + " No snapshot is kept: recover() will not restore anything.",
+                          GradientWarning, stacklevel=_caller_stacklevel())
+            self._snapshot = None
+            return
+        if self.mode != "train_step" and optimizer.built is False:
+            return  # its slots appear at the first step: taken at the first healthy measurement
+        self._take_snapshot(self._steps_done - 1)
+        self._snapshot.epoch = None  # before any epoch: restoring it restarts the epoch's metrics
+
+    def _healthy(self, measurement: dict, found: list) -> bool:
+        if not (math.isfinite(measurement["loss"]) and math.isfinite(measurement["global_grad_norm"])):
+            return False
+        # Right after a recovery the remedy is untested: the next scheduled measurement decides.
+        if measurement["trigger"] in ("nonfinite_loss", "loss_spike", "recovery"):
+            return False
+        if any(_recoverable(finding) for finding in found):
+            return False
+        if self.loss_spike is None:
+            return True
+        # The snapshot holds the weights after this step's update, which the
+        # loss and gradient measured before it cannot vouch for; an update
+        # far larger than the healthy ones (a learning rate that jumped) can.
+        if measurement["loss"] > self.loss_spike * self._reference:
+            return False
+        rise, level = self._levels
+        if rise is None and not self._awaiting_snapshot:
+            pass  # early in training: the measurement alone vouches
+        elif not self._losses_vouch(rise, level):
+            return False
+        update = _largest_update(measurement)
+        return not (self._healthy_updates and math.isfinite(update)
+                    and update > self.loss_spike * float(np.median(self._healthy_updates)))
+
+    def _loss_levels(self) -> tuple:
+        """``(rise, level)``: the median of the last few batch losses over the lowest median of 50
+        seen, and over the median of 50 when the snapshot was taken (each None until known).
+
+        A learning rate that creeps too high makes the loss climb over
+        hundreds of steps with no single spike: ``rise`` catches the climb.
+        """
+        if len(self._recent_losses) < _RECENT_LOSSES:
+            return None, None
+        median = float(np.median(self._recent_losses))
+        if self._best_median is None or median < self._best_median:
+            self._best_median = median
+        recent = float(np.median(list(self._recent_losses)[-_RISE_LOSSES:]))
+        rise = recent / self._best_median if self._best_median > 0 else None
+        level = recent / self._snapshot_median if self._snapshot_median else None
+        return rise, level
+
+    def _losses_vouch(self, rise, level) -> bool:
+        """Whether the recent batch losses vouch for the weights: no climb, near the last snapshot's level."""
+        if self.loss_spike is None:
+            return True
+        if rise is None:
+            return False
+        return rise <= self.loss_spike ** 0.5 and (level is None or level <= self.loss_spike ** 0.25)
+
+    def _snapshot_gap(self) -> int:
+        if self._steps_done >= self._gap_refreshed + _RISE_LOSSES or self._gap_cache is None:
+            self._gap_cache, self._gap_refreshed = self._fit_snapshot_gap(), self._steps_done
+        return self._gap_cache
+
+    def _fit_snapshot_gap(self) -> int:
+        """Steps between snapshots taken between measurements: their copies fit in twice ``max_overhead``."""
+        if not self._snapshot_seconds or not self._step_seconds:
+            return 10
+        step = float(np.median(self._step_seconds))
+        cost = float(np.median(self._snapshot_seconds))
+        if step <= 0:
+            return _MAX_GAP
+        return int(min(_MAX_GAP, max(1, math.ceil(cost / (2 * self.max_overhead * step)))))
+
+    def _snapshot_due(self, step: int) -> bool:
+        """Whether to take a snapshot now, between measurements, vouched for by the batch losses."""
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.step is None:
+            return False
+        gap = self._snapshot_gap()
+        # Right after a recovery the remedy is untested: a full gap of good losses first.
+        since_recovery = math.inf if self._recovered_step is None else step - self._recovered_step
+        return step - snapshot.step >= gap and since_recovery >= gap
+
+    def _take_snapshot(self, step: int, measurement: dict | None = None):
+        started = time.perf_counter()
+        variables = _Snapshot.variables_of(self.model)
+        if len(variables) != len(self._snapshot.variables) and \
+                _Snapshot.size_of(variables) > self.max_snapshot_bytes:
+            return  # the optimizer's slots appeared after training began and made it too large
+        rebuilt = self._snapshot.take(self.model, step, self._epoch,
+                                      (self._epoch_steps, self._epoch_mean_loss), variables)
+        if not rebuilt:  # a copy set up anew includes tracing its read: not what copies cost
+            self._snapshot_seconds.append(time.perf_counter() - started)
+        self._snapshot_best_median = self._best_median
+        self._snapshot_median = float(np.median(self._recent_losses)) \
+            if len(self._recent_losses) >= _RISE_LOSSES else None
+        self._awaiting_snapshot = False
+        if measurement is None:
+            return
+        self._healthy_norms.append(measurement["global_grad_norm"])
+        update = _largest_update(measurement)
+        if math.isfinite(update):
+            self._healthy_updates.append(update)
+
+    def _record_loss(self, step: int, loss: float):
+        if step % self._loss_stride:
+            return
+        self._loss_curve.append((step, loss))
+        if len(self._loss_curve) >= _MAX_LOSS_POINTS:
+            self._loss_stride *= 2
+            self._loss_curve = [(s, v) for s, v in self._loss_curve if s % self._loss_stride == 0]
+
+    def _recover_or_stop(self, trigger: str, findings: list, problem: str, loss: float, batch: int):
+        """``on_problem="recover"``: recover, or stop once ``max_recoveries`` are spent."""
+        step = self._steps_done - 1
+        if len(self.recoveries) < self.max_recoveries and self._snapshot is not None \
+                and self._snapshot.step is not None:
+            self._recover(trigger, findings, problem, loss, batch)
+            return
+        restored = ""
+        if self._snapshot is not None and self._snapshot.step is not None:
+            # The epoch's logs keep what happened: training stops here.
+            self._snapshot.restore(self.model, self._epoch, metrics=False)
+            restored = f" Restored the weights and optimizer state {_restored_words(self._snapshot.step)}."
+        why = (f"after {len(self.recoveries)} recoveries (max_recoveries={self.max_recoveries})"
+               if len(self.recoveries) >= self.max_recoveries else "with no healthy snapshot to restore")
+        self.model.stop_training = True
+        self._recovered_step = step
+        self.stop_reason = f"GradientMonitor stopped training at step {step} {why}: {problem.rstrip('.')}.{restored}"
+        warnings.warn(self.stop_reason, GradientWarning, stacklevel=_caller_stacklevel())
+
+    def _recover(self, trigger: str, findings: list, problem: str, loss: float, batch: int) -> dict | None:
+        _, keras = _import()
+        model, snapshot = self.model, self._snapshot
+        step = self._steps_done - 1
+        if snapshot is None or snapshot.step is None:
+            warnings.warn(f"GradientMonitor could not recover at step {step}: no healthy snapshot was "
+                          "taken yet.", GradientWarning, stacklevel=_caller_stacklevel())
+            return None
+        self._epoch_steps, self._epoch_mean_loss = snapshot.restore(model, self._epoch)
+        candidates = set(RECOVERABLE_FIXES)
+        if trigger == "loss_rise":
+            # A climb with no spike is a learning rate too high, which clipping does not tame.
+            candidates = {"learning_rate"}
+        elif findings:
+            candidates = {fix for finding in findings for fix in finding.fixes} & candidates
+        repeated = snapshot.num_taken == self._last_recovery_snapshot
+        clip, scale = _plan(candidates, self._clipped_by_monitor, repeated)
+        optimizer = model.optimizer
+        changes, retrace = [], False
+        if clip:
+            norm = clip_norm_from(self._healthy_norms)
+            if norm is not None and self._clipped_by_monitor and "learning_rate" not in candidates:
+                norm = min(norm, 0.5 * optimizer.global_clipnorm)
+            if norm is None:
+                changes.append("gradient clipping unchanged: no healthy measurement of the gradient norm yet")
+                scale = "learning_rate" in candidates
+            else:
+                changed, words = apply_clipping(optimizer, norm)
+                changes.append(words + (f" (the {90:g}th percentile of {len(self._healthy_norms)} healthy "
+                                        "measurements' global gradient norms)" if changed else ""))
+                retrace |= changed
+                self._clipped_by_monitor |= changed
+                if not changed:
+                    scale = "learning_rate" in candidates
+        if scale:
+            needs_retrace, words = scale_learning_rate(optimizer, self.recovery_lr_factor, keras)
+            self._learning_rate_scale *= self.recovery_lr_factor
+            changes.append(words)
+            retrace |= needs_retrace
+        if not changes:
+            changes.append("nothing else: the remedies in place held through a healthy measurement since "
+                           "the last recovery" if not repeated else
+                           "nothing else: the problem names no fix a rollback can apply")
+        self._last_recovery_snapshot = snapshot.num_taken
+        if retrace:
+            rebuild_train_functions(self)
+        self._window = collections.deque((entry for entry in self._window if entry["step"] <= snapshot.step),
+                                         maxlen=self.window)
+        for finding in findings:
+            self._reported.discard((finding.rule, finding.first_layer))
+        self._recovered_step = step
+        # The losses since the snapshot describe the weights just undone, and
+        # the lowest median is compared with the weights restored.
+        self._recent_losses.clear()
+        self._reference, self._levels, self._losses_since_stats = math.nan, (None, None), 0
+        self._best_median = self._snapshot_best_median
+        self._awaiting_snapshot = True
+        self._next_trigger = "recovery"
+        self._epoch_recoveries += 1
+        rules = [finding.rule for finding in findings]
+        number = len(self.recoveries) + 1
+        limit = f" of {self.max_recoveries}" if self.on_problem == "recover" else ""
+        skipped = [snapshot.step + 1, step]
+        message = (f"GradientMonitor recovered at step {step} (recovery {number}{limit}): {problem.rstrip('.')}. "
+                   f"Restored the weights and optimizer state {_restored_words(snapshot.step)} "
+                   f"({len(snapshot.variables)} variables, {snapshot.num_bytes:,} bytes, optimizer "
+                   f"iterations {snapshot.iterations}); the updates of steps {skipped[0]}-{skipped[1]} were "
+                   f"undone and those batches are skipped. Changed: {'; '.join(changes)}.")
+        record = {
+            "step": step, "epoch": self._epoch, "batch": batch, "trigger": trigger, "rules": rules,
+            "problem": problem, "loss": float(loss), "restored_step": snapshot.step,
+            "restored_iterations": snapshot.iterations, "skipped_steps": skipped,
+            "global_clipnorm": getattr(optimizer, "global_clipnorm", None),
+            "learning_rate_scale": self._learning_rate_scale, "changes": changes, "message": message,
+        }
+        self.recoveries.append(record)
+        if self._writer is not None:
+            self._write_recovery(record)
+        warnings.warn(message, GradientWarning, stacklevel=_caller_stacklevel())
+        return record
+
+    def _write_recovery(self, record: dict):
+        tf, _ = _import()
+        step = record["step"]
+        with self._writer.as_default():
+            _write_scalar(tf, "recovery/count", len(self.recoveries), step)
+            _write_scalar(tf, "recovery/restored_step", record["restored_step"], step)
+            _write_scalar(tf, "recovery/learning_rate_scale", record["learning_rate_scale"], step)
+            clip = record["global_clipnorm"]
+            _write_scalar(tf, "recovery/global_clipnorm", math.nan if clip is None else clip, step)
+        self._writer.flush()
+
+    def _save_report(self):
+        from ..files import write_text_atomic
+        from ..report.html import render_html
+
+        training = None
+        if self._snapshot is not None:
+            training = {"loss_steps": [step for step, _ in self._loss_curve],
+                        "loss": [loss for _, loss in self._loss_curve],
+                        "recoveries": [dict(record) for record in self.recoveries],
+                        "snapshot_bytes": self.snapshot_bytes, "stop_reason": self.stop_reason}
+        write_text_atomic(self.report, render_html(self.diagnosis(), training=training))
+
     def _write_tensorboard(self, measurement: dict, histograms: dict):
         tf, _ = _import()
         step = measurement["step"]
@@ -455,6 +940,21 @@ class _GradientMonitor:
                         _write_scalar(tf, f"{group}/{layer}/{name}", value, step)
             for layer, (low, high, counts) in histograms.items():
                 _write_histogram(tf, f"gradients/{layer}/histogram", low, high, counts, step)
+
+
+def _largest_update(measurement: dict) -> float:
+    """The largest per-layer update ratio of a measurement (NaN when none was measured)."""
+    ratios = [stats.get("update_ratio", math.nan) for stats in measurement["layers"].values()]
+    ratios = [r for r in ratios if math.isfinite(r)]
+    return max(ratios) if ratios else math.nan
+
+
+def _recoverable(finding) -> bool:
+    return finding.severity == "error" and any(fix in RECOVERABLE_FIXES for fix in finding.fixes)
+
+
+def _restored_words(step: int) -> str:
+    return "of the start of training" if step < 0 else f"as they were after step {step}"
 
 
 def _import():

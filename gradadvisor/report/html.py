@@ -47,7 +47,7 @@ _SETUP_FIELDS = (("initializer", "Initializer"), ("activation", "Activation"),
                  ("learning_rate_scale", "Learning-rate scale"))
 
 
-def render_html(diagnosis) -> str:
+def render_html(diagnosis, training: dict | None = None) -> str:
     """Render a diagnosis as one self-contained HTML page.
 
     The page opens with the verdict and the sentence a manager needs, then
@@ -59,6 +59,10 @@ def render_html(diagnosis) -> str:
     Args:
         diagnosis: A :class:`~gradadvisor.Diagnosis`, for example
             from :func:`gradadvisor.diagnose` or ``Diagnosis.from_json``.
+        training: What a recovering :class:`~gradadvisor.GradientMonitor`
+            recorded (``loss_steps``, ``loss``, ``recoveries``,
+            ``snapshot_bytes``, ``stop_reason``): adds the "Recoveries"
+            section. None (the default) leaves it out.
 
     Returns:
         The HTML text. The same diagnosis always gives the same text, also
@@ -71,8 +75,10 @@ def render_html(diagnosis) -> str:
         >>> html.startswith("<!doctype html>")
         True
     """
+    from .recovery import recovery_context
+
     template = _environment().get_template("report.html")
-    return template.render(**_context(diagnosis))
+    return template.render(**_context(diagnosis), recovery=recovery_context(training, format_number))
 
 
 #: Height of the report's frame in a notebook; the page scrolls inside it.

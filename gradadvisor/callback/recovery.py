@@ -1,0 +1,244 @@
+"""GradientMonitor's ``on_problem="recover"``: the host snapshot, the remedies, the rebuilt train functions.
+
+What a recovery does, in order:
+
+1. Restore the snapshot: every variable of the model (weights, batch-norm
+   statistics, dropout seeds) and of its optimizer (slots and ``iterations``,
+   so a learning-rate schedule goes back to the snapshot's step too), as they
+   were after the last healthy measurement.  The learning-rate variable of an
+   optimizer with a float learning rate is not part of the snapshot: it is a
+   setting (other callbacks change it), not training state.
+2. Apply the remedies, escalating from one recovery to the next (see
+   :func:`_plan`): global gradient clipping at a norm taken from the healthy
+   measurements first, then the learning rate scaled down.
+3. Rebuild the train functions when a remedy changed something they read
+   while tracing (clipping, a learning-rate schedule).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+#: The fixes a rollback can apply in flight; findings whose rules name neither
+#: (vanishing gradients, dead units) are structural and only warned about.
+RECOVERABLE_FIXES = ("clipping", "learning_rate")
+#: The clipping norm is this percentile of the healthy measurements' global gradient norms.
+CLIP_PERCENTILE = 90.0
+#: How many healthy global gradient norms the clipping norm is taken from.
+NUM_HEALTHY_NORMS = 50
+
+
+class _Snapshot:
+    """One copy, on the host, of a model's and its optimizer's variables.
+
+    The buffers are NumPy arrays allocated once and overwritten in place at
+    each :meth:`take`, so the memory held is :attr:`num_bytes`, the sum of the
+    variables' sizes, whatever the number of snapshots taken.
+    """
+
+    def __init__(self):
+        self.variables: list = []
+        self.buffers: list = []
+        # The compiled metrics' and loss tracker's running state, restored when
+        # the snapshot is of the same epoch, so an epoch's logs cover the kept steps.
+        self.metric_variables: list = []
+        self.metric_buffers: list = []
+        self.epoch: int | None = None
+        self.epoch_progress: tuple = (0, 0.0)
+        self.step: int | None = None   # the last training step whose update the snapshot holds
+        self.iterations: int | None = None
+        self.num_taken = 0
+
+    @property
+    def num_bytes(self) -> int:
+        return int(sum(buffer.nbytes for buffer in self.buffers + self.metric_buffers))
+
+    @staticmethod
+    def variables_of(model) -> list:
+        """The variables a snapshot holds, in a fixed order (deduplicated by identity)."""
+        found, seen = [], set()
+        optimizer = getattr(model, "optimizer", None)
+        optimizer_variables = list(optimizer.variables) if optimizer is not None else []
+        optimizer_ids = {id(v) for v in optimizer_variables}
+        for variable in list(model.variables) + optimizer_variables:
+            if id(variable) in seen:
+                continue
+            if id(variable) in optimizer_ids and variable.name == "learning_rate":
+                continue  # a setting, not state: see the module documentation
+            seen.add(id(variable))
+            found.append(variable)
+        return found
+
+    @staticmethod
+    def size_of(variables) -> int:
+        return int(sum(int(np.prod(v.shape)) * np.dtype(_numpy_dtype(v)).itemsize for v in variables))
+
+    def take(self, model, step: int, epoch: int, epoch_progress: tuple, variables=None) -> bool:
+        """Copy the variables now; True when the copy was set up anew (its time includes a trace)."""
+        variables = self.variables_of(model) if variables is None else variables
+        rebuilt = False
+        metric_variables = list(getattr(model, "metrics_variables", []))
+        if [id(v) for v in variables + metric_variables] != \
+                [id(v) for v in self.variables + self.metric_variables]:
+            self.variables, self.metric_variables = variables, metric_variables
+            self.buffers = [np.empty(tuple(v.shape), _numpy_dtype(v)) for v in variables]
+            self.metric_buffers = [np.empty(tuple(v.shape), _numpy_dtype(v)) for v in metric_variables]
+            self.read = _read_function(variables + metric_variables)
+            rebuilt = True
+        # One call reads every variable: per-variable eager reads cost far more than the copies.
+        for value, buffer in zip(self.read(), self.buffers + self.metric_buffers):
+            np.copyto(buffer, value.numpy().reshape(buffer.shape))
+        self.epoch, self.epoch_progress = epoch, epoch_progress
+        self.step = int(step)
+        optimizer = getattr(model, "optimizer", None)
+        self.iterations = int(optimizer.iterations.numpy()) if optimizer is not None else None
+        self.num_taken += 1
+        return rebuilt
+
+    def restore(self, model, epoch: int, metrics: bool = True) -> tuple:
+        """Assign the copies back; ``(epoch_steps, epoch_mean_loss)`` the epoch's logs restart from."""
+        for variable, buffer in zip(self.variables, self.buffers):
+            variable.assign(buffer)
+        if not metrics:
+            return None
+        if epoch == self.epoch and self.metric_variables:
+            for variable, buffer in zip(self.metric_variables, self.metric_buffers):
+                variable.assign(buffer)
+            return self.epoch_progress
+        model.reset_metrics()
+        return 0, 0.0
+
+
+def _read_function(variables: list):
+    """A traced function returning the current value of every variable, in order."""
+    from .._tf import import_keras
+
+    tf, _ = import_keras()
+    return tf.function(lambda: [tf.identity(v.value) for v in variables], autograph=False)
+
+
+def _numpy_dtype(variable) -> str:
+    dtype = variable.dtype
+    return getattr(dtype, "name", None) or str(dtype)
+
+
+def clip_norm_from(norms) -> float | None:
+    """The clipping norm: :data:`CLIP_PERCENTILE` of the finite, positive healthy norms."""
+    values = np.asarray([n for n in norms if math.isfinite(n) and n > 0], dtype="float64")
+    if values.size == 0:
+        return None
+    return float(np.percentile(values, CLIP_PERCENTILE))
+
+
+def _plan(candidates: set, clipped_by_monitor: bool, repeated: bool) -> tuple:
+    """``(clip, scale_learning_rate)``: what this recovery changes.
+
+    The first recovery that may clip installs clipping alone: it tames a
+    gradient spike without slowing the rest of training.  If the run diverges
+    again before a new healthy snapshot (``repeated``: the same snapshot is
+    restored again), the remedy did not hold and the learning rate is scaled
+    down (or, for a finding that names clipping but not the learning rate,
+    the clipping tightened).  A problem after healthy training under the
+    remedy (a bad batch, say) is rolled back and skipped, with no new change.
+    A problem that calls for the learning rate alone (a loss that climbs
+    with no spike) has it scaled down every time.
+    """
+    clip = "clipping" in candidates
+    scale = "learning_rate" in candidates
+    if clip and not clipped_by_monitor:
+        return True, False
+    if clip and not repeated and clipped_by_monitor:
+        return False, False
+    if scale:
+        return False, True
+    return clip, False
+
+
+def apply_clipping(optimizer, norm: float) -> tuple:
+    """Set the optimizer's global gradient clipping; ``(changed, text)``."""
+    if getattr(optimizer, "clipnorm", None) or getattr(optimizer, "clipvalue", None):
+        kind = "clipnorm" if getattr(optimizer, "clipnorm", None) else "clipvalue"
+        return False, (f"gradient clipping unchanged: the optimizer already has {kind}="
+                       f"{getattr(optimizer, kind):.3g} and Keras allows one kind of clipping at a time")
+    current = getattr(optimizer, "global_clipnorm", None)
+    if current and current <= norm:
+        return False, f"gradient clipping unchanged: global_clipnorm is already {current:.3g}"
+    optimizer.global_clipnorm = float(norm)
+    return True, f"global gradient clipping at norm {norm:.3g}"
+
+
+def scale_learning_rate(optimizer, factor: float, keras) -> tuple:
+    """Scale the learning rate by ``factor`` on top of what the user gave; ``(needs_retrace, text)``.
+
+    A float learning rate is a variable: it is assigned the scaled value. A
+    :class:`~keras.optimizers.schedules.LearningRateSchedule` (or a callable)
+    is wrapped, not replaced, so the schedule still decides the rate and the
+    factor multiplies it; a wrapped one has its factor multiplied again.
+    """
+    # The public learning_rate property returns the current value, not the
+    # schedule: telling a schedule from a float needs the attribute behind it.
+    current = getattr(optimizer, "_learning_rate", None)
+    scaled_class = _scaled_schedule_class()
+    if isinstance(current, scaled_class):
+        current.scale *= factor
+        return True, f"learning rate scaled by {factor:g} (now {current.scale:.3g}x the schedule)"
+    if isinstance(current, keras.optimizers.schedules.LearningRateSchedule) or \
+            (callable(current) and not hasattr(current, "assign")):
+        optimizer.learning_rate = scaled_class(current, factor)
+        return True, f"learning rate scaled by {factor:g} (now {factor:.3g}x the schedule)"
+    value = float(np.asarray(optimizer.learning_rate))
+    optimizer.learning_rate = value * factor
+    return False, f"learning rate scaled by {factor:g} (from {value:.3g} to {value * factor:.3g})"
+
+
+@functools.lru_cache(maxsize=1)
+def _scaled_schedule_class():
+    """The schedule wrapper class (created on first use: it subclasses a Keras class)."""
+    from .._tf import import_keras
+
+    _, keras = import_keras()
+
+    @keras.saving.register_keras_serializable(package="gradadvisor")
+    class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+        """The user's learning-rate schedule times a factor GradientMonitor lowered."""
+
+        def __init__(self, schedule, scale):
+            super().__init__()
+            self.schedule = schedule
+            self.scale = float(scale)
+
+        def __call__(self, step=None):
+            value = self.schedule(step) if isinstance(
+                self.schedule, keras.optimizers.schedules.LearningRateSchedule) else self.schedule()
+            return value * self.scale
+
+        def get_config(self):
+            return {"schedule": keras.saving.serialize_keras_object(self.schedule), "scale": self.scale}
+
+        @classmethod
+        def from_config(cls, config):
+            return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["scale"])
+
+    return ScaledSchedule
+
+
+def rebuild_train_functions(monitor):
+    """Trace the train functions again, so that they read the optimizer's new settings.
+
+    Keras' optimizer reads its clipping and its learning-rate schedule while a
+    train function is traced; a traced function keeps what it read.  In mode
+    ``"train_step"`` both the monitor's train function and Keras' own (which
+    runs unmeasured steps late in training) are rebuilt; otherwise Keras' own.
+    """
+    model = monitor.model
+    state = monitor._state
+    model.make_train_function(force=True)
+    if monitor.mode == "train_step" and state is not None:
+        state.original = model.train_function
+        state.function = None
+        state.install()
+    # The next call of each function traces it: not a step's time.
+    monitor._timed_calls = {"plain": False, "measured": False}

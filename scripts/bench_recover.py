@@ -1,0 +1,287 @@
+"""Does GradientMonitor(on_problem="recover") save runs that diverge, and what does it cost on healthy ones?
+
+Three faults, each on scikit-learn's bundled 8x8 digits (1,437 training
+images, 360 for validation; nothing is downloaded), SGD with momentum 0.9,
+batch 32 (45 steps an epoch), seeded:
+
+``lr-jump``
+    A small CNN (two 3x3 convolutions, 16 and 32 filters) whose learning-rate
+    schedule jumps 300x (0.01 to 3.0) halfway through training.
+``outliers``
+    An MLP (two Dense layers of 64) fed a ``tf.data.Dataset`` stream into which
+    one batch of extreme outliers (images times 1,000) is injected in the middle
+    of an epoch halfway through training.
+``lstm-warmup``
+    An LSTM of 32 units reading the images row by row (8 timesteps of 8
+    features), whose learning rate, instead of staying at 0.05, ramps
+    linearly towards 5.0 over 2,000 steps (a warmup with a peak 100x too
+    high): it trains well for a few hundred steps, then diverges.
+
+Each fault is trained three times: without the fault (plain ``fit``), with the
+fault and no monitor, and with the fault and ``GradientMonitor(on_problem=
+"recover")``. The table gives the final training loss and validation accuracy
+of each, the steps at which the monitor recovered, and the host memory its
+snapshot takes.
+
+Then the cost on a healthy run: the fault-free CNN trained with
+``GradientMonitor()`` (``on_problem="warn"``) and with
+``GradientMonitor(on_problem="recover")``, fresh models each round, in
+lock-step (one ``fit(epochs=1)`` each in turn, the order alternating, so epochs
+side by side see the same load on a shared machine). The ratio is recover over
+warn, per round (paired), median over rounds; the snapshot's copy at each
+``fit`` call's start and at each healthy measurement is included.
+
+Usage (from a checkout)::
+
+    python scripts/bench_recover.py                      # every fault, 5 cost rounds
+    python scripts/bench_recover.py --faults lr-jump --rounds 3 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+
+BATCH = 32
+
+
+def digits():
+    """``(x_train, y_train, x_val, y_val)``: 8x8 images scaled to [0, 1], a fixed split."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.images / 16.0).astype("float32")
+    y = data.target.astype("int32")
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    return x[:1437], y[:1437], x[1437:], y[1437:]
+
+
+def build_cnn(keras, learning_rate):
+    model = keras.Sequential([
+        keras.Input(shape=(8, 8, 1)),
+        keras.layers.Conv2D(16, 3, activation="relu", padding="same", name="conv_1"),
+        keras.layers.Conv2D(32, 3, activation="relu", name="conv_2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(10, activation="softmax", name="output"),
+    ], name="digits_cnn")
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def build_mlp(keras, learning_rate):
+    model = keras.Sequential([
+        keras.Input(shape=(64,)),
+        keras.layers.Dense(64, activation="relu", name="dense_1"),
+        keras.layers.Dense(64, activation="relu", name="dense_2"),
+        keras.layers.Dense(10, activation="softmax", name="output"),
+    ], name="digits_mlp")
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def build_lstm(keras, learning_rate):
+    model = keras.Sequential([
+        keras.Input(shape=(8, 8)),
+        keras.layers.LSTM(32, name="lstm"),
+        keras.layers.Dense(10, activation="softmax", name="output"),
+    ], name="digits_lstm")
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def warmup(keras, peak, steps):
+    """A linear ramp from 0.05 to ``peak`` over ``steps`` steps, then constant."""
+    return keras.optimizers.schedules.PolynomialDecay(
+        0.05, decay_steps=steps, end_learning_rate=peak, power=1.0)
+
+
+class Fault:
+    """One fault: how to build the model and the data, with and without it."""
+
+    def __init__(self, name, epochs, description):
+        self.name, self.epochs, self.description = name, epochs, description
+
+    def steps(self):
+        return self.epochs * math.ceil(1437 / BATCH)
+
+    def train(self, keras, tf, faulty: bool, callbacks):
+        """Build, train and return ``(model, history)``."""
+        x, y, x_val, y_val = digits()
+        keras.utils.set_random_seed(0)
+        half = self.steps() // 2
+        fit = dict(batch_size=BATCH, epochs=self.epochs, verbose=0, validation_data=None, shuffle=True,
+                   callbacks=callbacks)
+        if self.name == "lr-jump":
+            rate = keras.optimizers.schedules.PiecewiseConstantDecay([half], [0.01, 3.0]) if faulty else 0.01
+            model = build_cnn(keras, rate)
+            history = model.fit(x[..., None], y, **dict(fit, validation_data=(x_val[..., None], y_val)))
+        elif self.name == "outliers":
+            model = build_mlp(keras, 0.01)
+            per_epoch = math.ceil(1437 / BATCH)
+            stream = tf.data.Dataset.from_tensor_slices((x.reshape(-1, 64), y)).shuffle(
+                1437, seed=0, reshuffle_each_iteration=True).batch(BATCH, drop_remainder=True).repeat()
+            if faulty:
+                # The outlier batch replaces one batch in the middle of an epoch halfway through.
+                position = (self.epochs // 2) * per_epoch + per_epoch // 2
+                bad = tf.data.Dataset.from_tensors((x[:BATCH].reshape(-1, 64) * 1000.0, y[:BATCH]))
+                stream = stream.take(position).concatenate(bad).concatenate(stream.skip(position + 1))
+            history = model.fit(stream, steps_per_epoch=per_epoch, **dict(
+                fit, batch_size=None, shuffle=False, validation_data=(x_val.reshape(-1, 64), y_val)))
+        else:
+            model = build_lstm(keras, warmup(keras, 5.0, 2000) if faulty else 0.05)
+            history = model.fit(x, y, **dict(fit, validation_data=(x_val, y_val)))
+        return model, history
+
+
+FAULTS = {
+    "lr-jump": Fault("lr-jump", 16, "small CNN, learning rate 0.01 jumps to 3.0 (300x) at mid-training"),
+    "outliers": Fault("outliers", 16, "MLP on a tf.data stream, one batch of inputs x1000 mid-epoch"),
+    "lstm-warmup": Fault("lstm-warmup", 16, "LSTM, learning rate ramping from 0.05 towards 5.0 (100x) over 2,000 steps"),
+}
+
+
+def summarize(history):
+    losses = history.history["loss"]
+    nonfinite = [i for i, v in enumerate(losses) if not math.isfinite(v)]
+    return {
+        "final_loss": losses[-1],
+        "final_val_accuracy": history.history.get("val_accuracy", [math.nan])[-1],
+        "first_nonfinite_epoch": nonfinite[0] if nonfinite else None,
+        "epochs_run": len(losses),
+    }
+
+
+def run_fault(keras, tf, fault):
+    from gradadvisor.callback import GradientMonitor
+
+    result = {"description": fault.description, "steps": fault.steps()}
+    for label, faulty, recover in (("clean", False, False), ("fault", True, False), ("recover", True, True)):
+        monitor = GradientMonitor(on_problem="recover") if recover else None
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, history = fault.train(keras, tf, faulty, [monitor] if monitor else [])
+        entry = summarize(history)
+        entry["seconds"] = time.perf_counter() - started
+        entry["weights_finite"] = bool(all(np.isfinite(w).all() for w in model.get_weights()))
+        if monitor is not None:
+            entry["recoveries"] = [{key: record[key] for key in (
+                "step", "trigger", "rules", "restored_step", "global_clipnorm", "learning_rate_scale")}
+                for record in monitor.recoveries]
+            entry["stop_reason"] = monitor.stop_reason
+            entry["snapshot_bytes"] = monitor.snapshot_bytes
+            entry["num_params"] = int(model.count_params())
+            entry["measurements"] = len(monitor.history)
+        result[label] = entry
+        print(f"  {fault.name} {label}: {json.dumps(entry, default=str)}", flush=True)
+    clean, recovered = result["clean"], result["recover"]
+    result["val_accuracy_points_vs_clean"] = 100 * (recovered["final_val_accuracy"] - clean["final_val_accuracy"])
+    return result
+
+
+def healthy_cost(keras, rounds, epochs):
+    """Paired wall and CPU ratios, recover over warn, on the fault-free CNN."""
+    from gradadvisor.callback import GradientMonitor
+
+    x, y, _, _ = digits()
+    x = x[..., None]
+    ratios, cpu_ratios, totals, snapshot = [], [], {"warn": [], "recover": []}, None
+    for round_number in range(rounds):
+        models, monitors, times, cpu = {}, {}, {}, {}
+        for config in ("warn", "recover"):
+            keras.utils.set_random_seed(round_number)
+            models[config] = build_cnn(keras, 0.01)
+            monitors[config] = GradientMonitor(on_problem=config)
+            times[config], cpu[config] = 0.0, 0.0
+        for epoch in range(epochs):
+            order = ("warn", "recover") if (round_number + epoch) % 2 == 0 else ("recover", "warn")
+            for config in order:
+                started, cpu_started = time.perf_counter(), time.process_time()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    models[config].fit(x, y, batch_size=BATCH, epochs=epoch + 1, initial_epoch=epoch,
+                                       verbose=0, callbacks=[monitors[config]])
+                times[config] += time.perf_counter() - started
+                cpu[config] += time.process_time() - cpu_started
+        assert not monitors["recover"].recoveries, monitors["recover"].recoveries
+        ratios.append(times["recover"] / times["warn"])
+        cpu_ratios.append(cpu["recover"] / cpu["warn"])
+        for config in totals:
+            totals[config].append(times[config])
+        snapshot = monitors["recover"].snapshot_bytes
+        print(f"  round {round_number + 1}: warn {times['warn']:.2f} s, recover {times['recover']:.2f} s, "
+              f"ratio {ratios[-1]:.3f} (CPU {cpu_ratios[-1]:.3f}), measurements "
+              f"{len(monitors['warn'].history)}/{len(monitors['recover'].history)}", flush=True)
+    return {
+        "rounds": rounds, "epochs": epochs, "steps": epochs * math.ceil(1437 / BATCH),
+        "warn_seconds_median": statistics.median(totals["warn"]),
+        "recover_seconds_median": statistics.median(totals["recover"]),
+        "paired_wall_ratio_median": statistics.median(ratios),
+        "paired_cpu_ratio_median": statistics.median(cpu_ratios),
+        "paired_wall_ratios": ratios, "snapshot_bytes": snapshot,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated: " + ", ".join(FAULTS))
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the healthy-run cost (0 skips it)")
+    parser.add_argument("--cost-epochs", type=int, default=10)
+    parser.add_argument("--json", help="also write the results there")
+    args = parser.parse_args(argv)
+    from gradadvisor._tf import import_keras
+
+    tf, keras = import_keras()
+    results = {"faults": {}, "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}
+    for name in [n for n in args.faults.split(",") if n]:
+        if name not in FAULTS:
+            parser.error(f"unknown fault {name!r}; choose from {', '.join(FAULTS)}")
+        print(f"fault {name}: {FAULTS[name].description}", flush=True)
+        results["faults"][name] = run_fault(keras, tf, FAULTS[name])
+    if args.rounds:
+        print("healthy-run cost (digits CNN):", flush=True)
+        results["healthy_cost"] = healthy_cost(keras, args.rounds, args.cost_epochs)
+    results["load_average_at_end"] = os.getloadavg()
+
+    print("\n| fault | without recovery | with recovery: final loss | val. acc. | clean val. acc. | "
+          "points vs clean | recoveries (step: trigger) | snapshot bytes |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, result in results["faults"].items():
+        fault, recovered, clean = result["fault"], result["recover"], result["clean"]
+        outcome = (f"NaN loss from epoch {fault['first_nonfinite_epoch'] + 1}"
+                   if fault["first_nonfinite_epoch"] is not None else
+                   f"loss {fault['final_loss']:.3g}, val. acc. {fault['final_val_accuracy']:.3f}")
+        steps = ", ".join(f"{r['step']}: {r['trigger']}" for r in recovered["recoveries"]) or "none"
+        print(f"| {name} | {outcome} | {recovered['final_loss']:.3g} | {recovered['final_val_accuracy']:.3f} | "
+              f"{clean['final_val_accuracy']:.3f} | {result['val_accuracy_points_vs_clean']:+.1f} | {steps} | "
+              f"{recovered['snapshot_bytes']:,} |")
+    if "healthy_cost" in results:
+        cost = results["healthy_cost"]
+        print(f"\nHealthy run ({cost['steps']} steps, {cost['rounds']} rounds): recover/warn paired wall ratio "
+              f"{cost['paired_wall_ratio_median']:.3f} (CPU {cost['paired_cpu_ratio_median']:.3f}); warn "
+              f"{cost['warn_seconds_median']:.2f} s, recover {cost['recover_seconds_median']:.2f} s; snapshot "
+              f"{cost['snapshot_bytes']:,} bytes. Load average {results['load_average_at_start']} at start, "
+              f"{results['load_average_at_end']} at end, on {results['cpu_count']} CPUs.")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
