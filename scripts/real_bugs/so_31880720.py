@@ -10,7 +10,7 @@ The source's correct version ends in ``Dense(1, activation='sigmoid')``.
 
 Porting: same layers (Dense 50 ReLU + a second ReLU layer, Dropout 0.2, Dense 50,
 ReLU, Dropout 0.2, Dense 1, softmax), default RMSprop, batch size 1.  The data are
-the program's own (128 ones labelled 1, 128 zeros labelled 0), 1,000 rows of each
+the program's own (128 ones labelled 1, 128 zeros labelled 0), 500 rows of each
 instead of 10,000 to keep the run short.  Keras 3 would train the softmax through
 its cached logit like a sigmoid; the loss is Keras 2.2's binary cross-entropy on
 probabilities (:func:`binary_crossentropy_keras2`) so the program fails as it did.
@@ -32,7 +32,7 @@ EPOCHS = 1
 
 
 def data(seed=0):
-    rows = 1000
+    rows = 500
     x = np.concatenate([np.ones((rows, 128)), np.zeros((rows, 128))]).astype("float32")
     y = np.concatenate([np.ones(rows), np.zeros(rows)]).astype("float32")
     order = np.random.default_rng(seed).permutation(len(x))

@@ -4,8 +4,11 @@ Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/48934338``;
 https://stackoverflow.com/questions/48934338.
 
 Fault (from the source): a 1-50-30-1 ReLU network fits ``y = 5 x^2`` plus cubed
-Gaussian noise for x in [0, 5) with ``SGD(lr=0.1)`` and MSE; the loss becomes NaN.
-The correct version lowers the learning rate to 0.001.
+Gaussian noise for x in [0, 5) with ``SGD(lr=0.1)`` and MSE and does not fit the
+curve.  The correct version lowers the learning rate to 0.001, so the source
+locates the fault in the learning rate: the first updates are far too large for
+the unscaled target (y up to 120), which in this port leaves the ReLU units dead
+and the prediction constant (no NaN).
 
 Porting: same layers (the second Dense layer with the ``uniform`` initialiser),
 optimizer, loss, Keras' default batch size 32, and the program's own 50 points;
@@ -19,10 +22,10 @@ from ._common import stackoverflow_source
 NAME = "so-48934338-regression-lr"
 SOURCE = stackoverflow_source(48934338)
 CATEGORY = "exploding_gradients"
-ACCEPTED = ("exploding_gradients", "nonfinite", "large_updates")
-FAULT = "learning rate 0.1 on an unscaled quadratic target: the loss diverges to NaN"
+ACCEPTED = ("exploding_gradients", "large_updates", "nonfinite", "dead_units")
+FAULT = "learning rate 0.1 on an unscaled quadratic target: the fit collapses to a constant"
 TASK = "regression"
-SYMPTOM = "diverges"
+SYMPTOM = "no_learning"
 BATCH_SIZE = 32
 EPOCHS = 200
 
