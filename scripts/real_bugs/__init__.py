@@ -46,6 +46,8 @@ class Entry:
         epochs: Epochs trained when labelling (``None`` when ``steps`` is given).
         steps: Training steps when the program counts steps, not epochs.
         fixed_batch_size, fixed_epochs: The fix's, when they differ.
+        deepdiagnosis_identified: What DeepDiagnosis's artifact (Table 6) reports
+            for the original program, or None when it is not in that table.
         build, data, build_fixed, data_fixed: The module's functions.
     """
 
@@ -62,6 +64,7 @@ class Entry:
     steps: Optional[int]
     fixed_batch_size: int
     fixed_epochs: Optional[float]
+    deepdiagnosis_identified: Optional[bool]
     build: Callable
     data: Callable
     build_fixed: Optional[Callable]
@@ -80,6 +83,7 @@ def _entry(module_name: str) -> Entry:
         steps=getattr(module, "STEPS", None),
         fixed_batch_size=getattr(module, "FIXED_BATCH_SIZE", batch_size),
         fixed_epochs=getattr(module, "FIXED_EPOCHS", epochs),
+        deepdiagnosis_identified=getattr(module, "DEEPDIAGNOSIS_IDENTIFIED", None),
         build=module.build, data=module.data,
         build_fixed=getattr(module, "build_fixed", None),
         data_fixed=getattr(module, "data_fixed", module.data),

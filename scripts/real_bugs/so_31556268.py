@@ -26,6 +26,8 @@ ACCEPTED = ("slow_updates", "vanishing_gradients", "saturated_units", "no_learni
 FAULT = "sigmoid network with mean absolute error and a small SGD step never leaves the plateau"
 TASK = "binary"
 SYMPTOM = "no_learning"
+#: Whether DeepDiagnosis identified this program (ICSE 2022 artifact, Table 6).
+DEEPDIAGNOSIS_IDENTIFIED = True
 BATCH_SIZE = 4
 EPOCHS = 1000
 FIXED_EPOCHS = 3000

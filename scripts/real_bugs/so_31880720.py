@@ -27,6 +27,8 @@ ACCEPTED = ("output_config", "no_learning_signal")
 FAULT = "softmax over a single output unit with binary cross-entropy"
 TASK = "binary"
 SYMPTOM = "no_learning"
+#: Whether DeepDiagnosis identified this program (ICSE 2022 artifact, Table 6).
+DEEPDIAGNOSIS_IDENTIFIED = True
 BATCH_SIZE = 1
 EPOCHS = 1
 

@@ -26,6 +26,8 @@ ACCEPTED = ("output_config", "no_learning_signal")
 FAULT = "softmax over a single output unit in a regression network"
 TASK = "regression"
 SYMPTOM = "no_learning"
+#: Whether DeepDiagnosis identified this program (ICSE 2022 artifact, Table 6).
+DEEPDIAGNOSIS_IDENTIFIED = True
 BATCH_SIZE = 32
 EPOCHS = 5
 

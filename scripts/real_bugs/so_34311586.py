@@ -25,6 +25,8 @@ ACCEPTED = ("output_config", "no_learning_signal")
 FAULT = "softmax over a single output unit (and a learning rate of 0.001)"
 TASK = "binary"
 SYMPTOM = "no_learning"
+#: Whether DeepDiagnosis identified this program (ICSE 2022 artifact, Table 6).
+DEEPDIAGNOSIS_IDENTIFIED = True
 BATCH_SIZE = 32
 EPOCHS = 20
 FIXED_BATCH_SIZE = 4

@@ -22,6 +22,8 @@ ACCEPTED = ("output_config",)
 FAULT = "softmax output with mean squared error on multi-label targets"
 TASK = "multilabel"
 SYMPTOM = "no_learning"
+#: Whether DeepDiagnosis identified this program (ICSE 2022 artifact, Table 6).
+DEEPDIAGNOSIS_IDENTIFIED = True
 BATCH_SIZE = 20
 EPOCHS = 5
 

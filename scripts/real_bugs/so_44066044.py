@@ -27,6 +27,8 @@ ACCEPTED = ("output_config", "dead_units", "no_learning_signal")
 FAULT = "ReLU output unit trained with binary cross-entropy (and unscaled features)"
 TASK = "binary"
 SYMPTOM = "no_learning"
+#: Whether DeepDiagnosis identified this program (ICSE 2022 artifact, Table 6).
+DEEPDIAGNOSIS_IDENTIFIED = True
 BATCH_SIZE = 5
 EPOCHS = 10
 

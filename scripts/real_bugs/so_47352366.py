@@ -25,6 +25,8 @@ ACCEPTED = ("output_config", "dead_units", "nonfinite", "no_learning_signal")
 FAULT = "ReLU output layer under categorical cross-entropy"
 TASK = "multiclass"
 SYMPTOM = "no_learning"
+#: Whether DeepDiagnosis identified this program (ICSE 2022 artifact, Table 6).
+DEEPDIAGNOSIS_IDENTIFIED = True
 BATCH_SIZE = 50
 STEPS = 300
 

@@ -24,6 +24,8 @@ ACCEPTED = ("output_config", "saturated_units")
 FAULT = "sigmoid output unit for a regression target outside [0, 1]"
 TASK = "regression"
 SYMPTOM = "no_learning"
+#: Whether DeepDiagnosis identified this program (ICSE 2022 artifact, Table 6).
+DEEPDIAGNOSIS_IDENTIFIED = True
 BATCH_SIZE = 150
 EPOCHS = 1000
 

@@ -23,6 +23,8 @@ ACCEPTED = ("exploding_gradients", "nonfinite", "large_updates")
 FAULT = "no activations, N(0, 1) weights and SGD at 3.0 with MSE: the weights diverge"
 TASK = "multiclass"
 SYMPTOM = "diverges"
+#: Whether DeepDiagnosis identified this program (ICSE 2022 artifact, Table 6).
+DEEPDIAGNOSIS_IDENTIFIED = True
 BATCH_SIZE = 10
 EPOCHS = 1
 FIXED_EPOCHS = 3

@@ -26,6 +26,8 @@ ACCEPTED = ("exploding_gradients", "large_updates", "nonfinite", "dead_units")
 FAULT = "learning rate 0.1 on an unscaled quadratic target: the fit collapses to a constant"
 TASK = "regression"
 SYMPTOM = "no_learning"
+#: Whether DeepDiagnosis identified this program (ICSE 2022 artifact, Table 6).
+DEEPDIAGNOSIS_IDENTIFIED = True
 BATCH_SIZE = 32
 EPOCHS = 200
 

@@ -26,6 +26,8 @@ ACCEPTED = ("output_config", "saturated_units")
 FAULT = "sigmoid output under categorical cross-entropy, unscaled features"
 TASK = "multiclass"
 SYMPTOM = "no_learning"
+#: Whether DeepDiagnosis identified this program (ICSE 2022 artifact, Table 6).
+DEEPDIAGNOSIS_IDENTIFIED = True
 BATCH_SIZE = 5
 EPOCHS = 50
 

@@ -23,6 +23,8 @@ ACCEPTED = ("saturated_units", "vanishing_gradients")
 FAULT = "unscaled inputs (|x| up to 100) saturate the first sigmoid layer"
 TASK = "regression"
 SYMPTOM = "no_learning"
+#: Whether DeepDiagnosis identified this program (ICSE 2022 artifact, Table 6).
+DEEPDIAGNOSIS_IDENTIFIED = True
 BATCH_SIZE = 400
 EPOCHS = 1000
 

@@ -25,6 +25,8 @@ ACCEPTED = ("output_config", "saturated_units")
 FAULT = "sigmoid output under categorical cross-entropy on unscaled 0-255 pixels"
 TASK = "multiclass"
 SYMPTOM = "no_learning"
+#: Whether DeepDiagnosis identified this program (ICSE 2022 artifact, Table 6).
+DEEPDIAGNOSIS_IDENTIFIED = True
 BATCH_SIZE = 32
 EPOCHS = 10
 
