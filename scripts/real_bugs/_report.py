@@ -143,7 +143,8 @@ def render_markdown(results: dict) -> str:
     if results.get("label_seconds") is not None:
         run_seconds = results.get("run_seconds")
         lines.append(f"Labelling every program took {results['label_seconds']:.0f} s and detection "
-                     f"{'-' if run_seconds is None else round(run_seconds)} s on a shared 2-core CPU machine "
+                     f"{'-' if run_seconds is None else round(run_seconds)} s "
+                     "on a shared 2-core CPU machine "
                      "(other jobs running; the times are indicative only).  "
                      f"Versions: {results.get('versions', {})}.")
         lines.append("")
@@ -155,6 +156,8 @@ def render_markdown(results: dict) -> str:
     ]
     for entry in entries:
         reproduces = "yes" if entry.get("reproduces") else "no"
+        own_batch = (_detection_cell(entry.get("detection_program_batch"))
+                     if entry.get("reproduces") else "-")
         fix_detection = entry.get("fixed_detection")
         fix_flag = "-" if fix_detection is None else (
             "yes" if fix_detection["status"] != "healthy" else "no")
@@ -163,7 +166,7 @@ def render_markdown(results: dict) -> str:
             f"{_run_cell(entry.get('buggy'), entry['task'])} | "
             f"{_run_cell(entry.get('fixed'), entry['task'])} | "
             f"{_detection_cell(entry.get('detection')) if entry.get('reproduces') else '-'} | "
-            f"{_detection_cell(entry.get('detection_program_batch')) if entry.get('reproduces') else '-'} | "
+            f"{own_batch} | "
             f"{fix_flag} | {_published(entry)} |")
     found, total = counts(results)
     found_own, _ = counts(results, "detection_program_batch")

@@ -3,16 +3,16 @@
 Source: AUTOTRAINER (ICSE 2021) artifact, ``Motivation/DyingReLU/`` (``train.py``
 and ``minist_relu_layer=34.h5``).
 
-Fault (from the source): a 784-input MLP of 34 ``Dense(128)`` + ``Activation('relu')``
-blocks (Glorot-uniform kernels, zero biases) and a softmax output, trained with
-Adam, batch size 32 and categorical cross-entropy.  The artifact's README reports
-that the dying-ReLU problem occurs in about 50% of the runs (the rest train
-normally).  AUTOTRAINER's first repair strategy for dying ReLU replaces the
-activations by SELU (``selu_1``).
+Fault (from the source): a 784-input MLP of 34 ``Dense(128)`` +
+``Activation('relu')`` blocks (Glorot-uniform kernels, zero biases) and a softmax
+output, trained with Adam, batch size 32 and categorical cross-entropy. The
+artifact's README reports that the dying-ReLU problem occurs in about 50% of the
+runs (the rest train normally). AUTOTRAINER's first repair strategy for dying ReLU
+replaces the activations by SELU (``selu_1``).
 
 Porting: the architecture and optimizer were read from the artifact's saved model.
-MNIST is replaced by :func:`_common.digits_784` (1,797 images); 5 epochs instead
-of 50.  The fix applies AUTOTRAINER's ``selu_1`` strategy; the source ships no fixed
+MNIST is replaced by :func:`_common.digits_784` (1,797 images); 5 epochs instead of
+50. The fix applies AUTOTRAINER's ``selu_1`` strategy; the source ships no fixed
 model.
 """
 

@@ -8,14 +8,14 @@ Fault (from the source): the demo AUTOTRAINER ships to show gradient vanishing: 
 2-input network of eight ``Dense(5, sigmoid)`` layers with He-uniform initialisers
 (``VarianceScaling(2.0, fan_in, uniform)``) and a sigmoid output, trained with Adam
 (1e-3), batch size 128 and binary cross-entropy on ``make_circles`` data scaled by
-100.  AUTOTRAINER's default ("balance") repair order for vanishing gradients starts
+100. AUTOTRAINER's default ("balance") repair order for vanishing gradients starts
 with replacing the activations by SELU (``selu_1``), then ReLU, then batch
 normalisation.
 
-Porting: the architecture and training configuration were read from the
-artifact's saved model and configuration files.  The data are the source's own
+Porting: the architecture and training configuration were read from the artifact's
+saved model and configuration files. The data are the source's own
 (``make_circles(n_samples=1000, noise=0.1, random_state=1)`` times 100, first 700
-rows), 300 epochs as in the configuration.  The fix applies AUTOTRAINER's first
+rows), 300 epochs as in the configuration. The fix applies AUTOTRAINER's first
 strategy, ``selu_1`` (the hidden sigmoids become SELU); the source ships no fixed
 model of its own.
 """

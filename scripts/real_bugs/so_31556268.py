@@ -3,16 +3,15 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/31556268``;
 https://stackoverflow.com/questions/31556268 (also a DeepFD subject).
 
-Fault (from the source): a 2-4-1 sigmoid network trained on XOR with
-``mean_absolute_error`` and ``SGD(lr=0.05, decay=1e-6, momentum=0.11,
-nesterov=True)`` for 1,000 epochs does not learn: the loss stays near 0.5 and the
-predictions near 0.5.  The correct version keeps the network and trains it with
-``mse`` and Adam (10,000 epochs).
+Fault (from the source's buggy and correct versions): a 2-4-1 sigmoid network
+trained on XOR with ``mean_absolute_error`` and ``SGD(lr=0.05, decay=1e-6,
+momentum=0.11, nesterov=True)`` for 1,000 epochs. The correct version keeps the
+network and trains it with ``mse`` and Adam (10,000 epochs).
 
-Porting: same layers, Glorot-uniform initialisers, optimizer (Keras 2's ``decay``
-as an ``InverseTimeDecay`` schedule), loss, batch size 4 and 1,000 epochs; the four
-XOR rows are the program's own.  The fix is trained for 3,000 epochs instead of
-10,000 to keep the run short.
+Porting: same layers, Glorot-uniform initialisers, optimizer (Keras 2's ``decay`` as
+an ``InverseTimeDecay`` schedule), loss, batch size 4 and 1,000 epochs; the four XOR
+rows are the program's own. The fix is trained for 3,000 epochs instead of 10,000 to
+keep the run short.
 """
 
 import numpy as np

@@ -1,18 +1,20 @@
 """Stack Overflow 31880720: a one-unit softmax output trained with binary cross-entropy.
 
-Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/31880720`` (the motivating
-example of DeepDiagnosis, ICSE 2022); https://stackoverflow.com/questions/31880720.
+Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/31880720`` (the
+motivating example of DeepDiagnosis, ICSE 2022);
+https://stackoverflow.com/questions/31880720.
 
-Fault (from the source): the binary classifier ends in ``Dense(1)`` followed by
-``Activation('softmax')``.  A softmax over one unit is 1.0 for every input, so the
-loss is constant, every gradient is zero and accuracy stays at the positive rate.
-The source's correct version ends in ``Dense(1, activation='sigmoid')``.
+Fault (from the source's buggy and correct versions): the binary classifier ends in
+``Dense(1)`` followed by ``Activation('softmax')``. A softmax over one unit is 1.0
+for every input, so the loss is constant, every gradient is zero and accuracy stays
+at the positive rate. The source's correct version ends in ``Dense(1,
+activation='sigmoid')``.
 
 Porting: same layers (Dense 50 ReLU + a second ReLU layer, Dropout 0.2, Dense 50,
-ReLU, Dropout 0.2, Dense 1, softmax), default RMSprop, batch size 1.  The data are
+ReLU, Dropout 0.2, Dense 1, softmax), default RMSprop, batch size 1. The data are
 the program's own (128 ones labelled 1, 128 zeros labelled 0), 500 rows of each
-instead of 10,000 to keep the run short.  Keras 3 would train the softmax through
-its cached logit like a sigmoid; the loss is Keras 2.2's binary cross-entropy on
+instead of 10,000 to keep the run short. Keras 3 would train the softmax through its
+cached logit like a sigmoid; the loss is Keras 2.2's binary cross-entropy on
 probabilities (:func:`binary_crossentropy_keras2`) so the program fails as it did.
 """
 

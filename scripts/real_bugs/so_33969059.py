@@ -3,16 +3,16 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/33969059``;
 https://stackoverflow.com/questions/33969059.
 
-Fault (from the source): a linear function ``y = 2 x1 + x2 + 0.5 x3 + 2.2`` is
-fitted by a 3-2-1 tanh network whose last layer is ``Activation('softmax')`` on one
-unit, so every prediction is 1.0 and the mean squared error cannot fall.  The correct
-version makes the output ``linear``.
+Fault (from the source's buggy and correct versions): a linear function ``y = 2 x1 +
+x2 + 0.5 x3 + 2.2`` is fitted by a 3-2-1 tanh network whose last layer is
+``Activation('softmax')`` on one unit, so every prediction is 1.0 and the mean
+squared error cannot fall. The correct version makes the output ``linear``.
 
 Porting: same layers (``uniform`` initialiser = RandomUniform(-0.05, 0.05), tanh,
-Dropout 0.5), ``SGD(lr=0.1, decay=1e-6, momentum=0.9, nesterov=True)`` with the decay as
-a schedule, MSE, Keras' default batch size 32.  The data come from the program's
-own generator (inputs uniform in [0, 10000)); 5,000 training rows instead of
-100,000 and 5 epochs instead of 20.
+Dropout 0.5), ``SGD(lr=0.1, decay=1e-6, momentum=0.9, nesterov=True)`` with the
+decay as a schedule, MSE, Keras' default batch size 32. The data come from the
+program's own generator (inputs uniform in [0, 10000)); 5,000 training rows instead
+of 100,000 and 5 epochs instead of 20.
 """
 
 import numpy as np

@@ -3,15 +3,15 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/34311586``;
 https://stackoverflow.com/questions/34311586.
 
-Fault (from the source): a 2-2-3-1 sigmoid network for XOR ends in
-``Activation('softmax')`` on one unit (every prediction 1.0) and is trained with
-``SGD(lr=0.001, ...)``: the loss does not move.  The correct version uses a sigmoid
-output, ``lr=0.1`` and trains 10,000 epochs with batch size 4.
+Fault (from the source's buggy and correct versions): a 2-2-3-1 sigmoid network for
+XOR ends in ``Activation('softmax')`` on one unit (every prediction 1.0) and is
+trained with ``SGD(lr=0.001, ...)``: the loss does not move. The correct version
+uses a sigmoid output, ``lr=0.1`` and trains 10,000 epochs with batch size 4.
 
 Porting: same layers (``uniform`` initialiser), MSE, ``SGD(momentum=0.9,
 nesterov=True)`` with Keras 2's ``decay=1e-6`` as a schedule; the six rows are the
-program's own; 20 epochs at the default batch size as in the source; the fix
-trains 10,000 epochs at batch size 4 as in the source.
+program's own; 20 epochs at the default batch size as in the source; the fix trains
+10,000 epochs at batch size 4 as in the source.
 """
 
 import numpy as np

@@ -3,12 +3,12 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/38648195``;
 https://stackoverflow.com/questions/38648195.
 
-Fault (from the source): a multi-label problem (three independent labels) is
-trained with a softmax output and ``mean_squared_error``; accuracy stays low.  The
+Fault (from the source's buggy and correct versions): a multi-label problem (three
+independent labels) is trained with a softmax output and ``mean_squared_error``. The
 correct version uses a sigmoid output and ``binary_crossentropy``.
 
-Porting: same layers (Dense 20 ReLU, Dropout 0.5, Dense 20 ReLU, Dropout 0.5,
-Dense 3), SGD at its default rate, batch size 20.  The data are the program's own
+Porting: same layers (Dense 20 ReLU, Dropout 0.5, Dense 20 ReLU, Dropout 0.5, Dense
+3), SGD at its default rate, batch size 20. The data are the program's own
 (scikit-learn's ``make_multilabel_classification`` with 20 features and 3 classes),
 6,000 rows instead of 60,000 and 5 epochs instead of 20.
 """

@@ -3,17 +3,17 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/44066044``;
 https://stackoverflow.com/questions/44066044.
 
-Fault (from the source): a packet classifier (11 features, binary label) ends in
-``Activation('relu')`` and is trained with ``binary_crossentropy`` on raw
-features; accuracy stays at the majority rate.  The correct version standardises
-the features (``preprocessing.scale``) and ends in a sigmoid.
+Fault (from the source's buggy and correct versions): a packet classifier (11
+features, binary label) ends in ``Activation('relu')`` and is trained with
+``binary_crossentropy`` on raw features. The correct version standardises the
+features (``preprocessing.scale``) and ends in a sigmoid.
 
 Porting: same layers (Dense 12 ReLU, Dense 12 ReLU, Dense 1, ``normal`` initialiser
-= RandomNormal(0, 0.05)), Adam, batch size 5.  The program reads
-``NetworkPackets.csv``, which is not published: the stand-in is 1,000 synthetic
-rows of 11 non-negative, heavy-tailed features (packet-size-like, up to a few
-thousand) whose label is a fixed linear rule on the standardised features.
-10 epochs instead of 100.
+= RandomNormal(0, 0.05)), Adam, batch size 5. The program reads
+``NetworkPackets.csv``, which is not published: the stand-in is 1,000 synthetic rows
+of 11 non-negative, heavy-tailed features (packet-size-like, up to a few thousand)
+whose label is a fixed linear rule on the standardised features. 10 epochs instead
+of 100.
 """
 
 import numpy as np

@@ -3,15 +3,15 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/45337371``;
 https://stackoverflow.com/questions/45337371.
 
-Fault (from the source): a 5-60-50-1 ReLU network ends in
-``Dense(1, activation='softmax')`` under ``binary_crossentropy``; the asker finds
-that the gradients of the output with respect to the input are all zero.  The
-correct version ends in a sigmoid.
+Fault (from the source's buggy and correct versions): a 5-60-50-1 ReLU network ends
+in ``Dense(1, activation='softmax')`` under ``binary_crossentropy``; the program
+then inspects the gradients of the output with respect to the input. The correct
+version ends in a sigmoid.
 
-Porting: same layers and Adam.  The program never trains (it only evaluates
-gradients on random inputs), so the stand-in data are 1,000 synthetic rows of 5
-uniform features with a label from a fixed linear rule; Keras' default batch size
-32, 5 epochs.  The loss is Keras 2.2's binary cross-entropy on probabilities
+Porting: same layers and Adam. The program never trains (it only evaluates gradients
+on random inputs), so the stand-in data are 1,000 synthetic rows of 5 uniform
+features with a label from a fixed linear rule; Keras' default batch size 32, 5
+epochs. The loss is Keras 2.2's binary cross-entropy on probabilities
 (:func:`binary_crossentropy_keras2`); Keras 3 would train the cached logit instead.
 """
 

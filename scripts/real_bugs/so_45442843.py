@@ -3,14 +3,13 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/45442843``;
 https://stackoverflow.com/questions/45442843.
 
-Fault (from the source): a binary classifier on one raw feature ends in
-``Dense(1, init='normal')`` + ``Activation('softmax')`` and is trained with
-``mean_absolute_error`` and RMSprop; the accuracy never changes.  The correct
-version standardises the feature and ends in a sigmoid under
-``binary_crossentropy``.
+Fault (from the source's buggy and correct versions): a binary classifier on one raw
+feature ends in ``Dense(1, init='normal')`` + ``Activation('softmax')`` and is
+trained with ``mean_absolute_error`` and RMSprop. The correct version standardises
+the feature and ends in a sigmoid under ``binary_crossentropy``.
 
 Porting: same layers (Dense 1 + sigmoid, Dense 1 with RandomNormal(0, 0.05)),
-RMSprop, batch size 200, 100 epochs.  The program reads an unpublished
+RMSprop, batch size 200, 100 epochs. The program reads an unpublished
 ``dataset.csv``: the stand-in is 1,000 rows of one feature drawn from N(50, 20)
 labelled by ``x > 50``.
 """

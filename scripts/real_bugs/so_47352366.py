@@ -3,17 +3,17 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/47352366``;
 https://stackoverflow.com/questions/47352366.
 
-Fault (from the source): the TensorFlow tutorial CNN (two 5x5 convolutions with
-32 and 64 filters, max pooling, Dense 1024, Dropout 0.5) is re-typed in Keras with
-``Dense(10, activation='relu')`` as its output under ``categorical_crossentropy``;
-accuracy stays at chance.  The correct version uses a softmax output.
+Fault (from the source's buggy and correct versions): the TensorFlow tutorial CNN
+(two 5x5 convolutions with 32 and 64 filters, max pooling, Dense 1024, Dropout 0.5)
+is re-typed in Keras with ``Dense(10, activation='relu')`` as its output under
+``categorical_crossentropy``. The correct version uses a softmax output.
 
-Porting: same layers (constant 0.1 bias initialisers, ``same`` padding, the
-Reshape to ``(1, 3136)`` before the Dense layer and the Flatten after it), Adam,
-batch size 50.  Keras 3's categorical cross-entropy on a non-softmax output uses
-the same normalise-and-clip formula as Keras 2, so the built-in loss is kept.
-MNIST is replaced by :func:`_common.digits_784` (1,797 images); 300 training
-steps instead of 600.
+Porting: same layers (constant 0.1 bias initialisers, ``same`` padding, the Reshape
+to ``(1, 3136)`` before the Dense layer and the Flatten after it), Adam, batch size
+50. Keras 3's categorical cross-entropy on a non-softmax output uses the same
+normalise-and-clip formula as Keras 2, so the built-in loss is kept. MNIST is
+replaced by :func:`_common.digits_784` (1,797 images); 300 training steps instead of
+600.
 """
 
 from ._common import digits_784, one_hot, stackoverflow_source

@@ -3,14 +3,14 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/48221692``;
 https://stackoverflow.com/questions/48221692.
 
-Fault (from the source): a 1-5-1 network fits linear data with a sigmoid output
-unit, which cannot exceed 1, under MSE and plain SGD; the loss stalls.  The correct
-version makes the output ``linear``.
+Fault (from the source's buggy and correct versions): a 1-5-1 network fits linear
+data with a sigmoid output unit, which cannot exceed 1, under MSE and plain SGD. The
+correct version makes the output ``linear``.
 
 Porting: same layers (Dense 5 + sigmoid, Dense 1 + sigmoid), SGD at its default
-rate, MSE, full-batch training (batch = all training rows), 1,000 epochs.  The
-program reads an unpublished ``Linear_Data.csv``: the stand-in is 200 rows of
-``y = 3 x + 5`` plus N(0, 1) noise with x uniform in [0, 10].
+rate, MSE, full-batch training (batch = all training rows), 1,000 epochs. The
+program reads an unpublished ``Linear_Data.csv``: the stand-in is 200 rows of ``y =
+3 x + 5`` plus N(0, 1) noise with x uniform in [0, 10].
 """
 
 import numpy as np

@@ -3,15 +3,15 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/48385830``;
 https://stackoverflow.com/questions/48385830.
 
-Fault (from the source): a 784-30-10 network (after Nielsen's book) is written
-without activations, with kernels and biases drawn from N(0, 1), trained with
-``SGD(lr=3.0)`` and MSE; the loss blows up and accuracy collapses.  The correct
-version adds a sigmoid hidden layer and a softmax output under categorical
-cross-entropy, keeping the initialisers and the learning rate.
+Fault (from the source's buggy and correct versions): a 784-30-10 network (after
+Nielsen's book) is written without activations, with kernels and biases drawn from
+N(0, 1), trained with ``SGD(lr=3.0)`` and MSE. The correct version adds a sigmoid
+hidden layer and a softmax output under categorical cross-entropy, keeping the
+initialisers and the learning rate.
 
-Porting: same layers, initialisers, optimizer, loss and batch size 10.  MNIST is
-replaced by :func:`_common.digits_784` (1,797 images); one epoch (180 steps)
-instead of 30 for the faulty program, three for the fix.
+Porting: same layers, initialisers, optimizer, loss and batch size 10. MNIST is
+replaced by :func:`_common.digits_784` (1,797 images); one epoch (180 steps) instead
+of 30 for the faulty program, three for the fix.
 """
 
 from ._common import digits_784, one_hot, stackoverflow_source

@@ -3,16 +3,16 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/48934338``;
 https://stackoverflow.com/questions/48934338.
 
-Fault (from the source): a 1-50-30-1 ReLU network fits ``y = 5 x^2`` plus cubed
-Gaussian noise for x in [0, 5) with ``SGD(lr=0.1)`` and MSE and does not fit the
-curve.  The correct version lowers the learning rate to 0.001, so the source
-locates the fault in the learning rate: the first updates are far too large for
-the unscaled target (y up to 120), which in this port leaves the ReLU units dead
-and the prediction constant (no NaN).
+Fault (from the source's buggy and correct versions): a 1-50-30-1 ReLU network fits
+``y = 5 x^2`` plus cubed Gaussian noise for x in [0, 5) with ``SGD(lr=0.1)`` and
+MSE. The correct version lowers the learning rate to 0.001, so the source locates
+the fault in the learning rate: the first updates are far too large for the unscaled
+target (y up to 120), which in this port leaves the ReLU units dead and the
+prediction constant (no NaN).
 
 Porting: same layers (the second Dense layer with the ``uniform`` initialiser),
-optimizer, loss, Keras' default batch size 32, and the program's own 50 points;
-200 epochs instead of 1,000.
+optimizer, loss, Keras' default batch size 32, and the program's own 50 points; 200
+epochs instead of 1,000.
 """
 
 import numpy as np

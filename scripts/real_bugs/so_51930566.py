@@ -3,19 +3,17 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/51930566``;
 https://stackoverflow.com/questions/51930566.
 
-Fault (from the source): a 4-4-3 network on iris ends in a sigmoid under
-``categorical_crossentropy`` and is trained on the unscaled features (the program
-scales them, then splits the unscaled copy); accuracy stalls.  The correct version
-trains on the standardised features with a softmax output.
+Fault (from the source's buggy and correct versions): a 4-4-3 network on iris ends
+in a sigmoid under ``categorical_crossentropy`` and is trained on the unscaled
+features (the program scales them, then splits the unscaled copy). The correct
+version trains on the standardised features with a softmax output.
 
 Porting: same layers (``normal`` initialiser = RandomNormal(0, 0.05)), Adam, batch
-size 5, 50 epochs, the same 50% split (``random_state=2``) of scikit-learn's
-bundled iris.  Keras 3 would train a sigmoid under categorical cross-entropy as a
-softmax; the loss is Keras 2.2's formula on probabilities
+size 5, 50 epochs, the same 50% split (``random_state=2``) of scikit-learn's bundled
+iris. Keras 3 would train a sigmoid under categorical cross-entropy as a softmax;
+the loss is Keras 2.2's formula on probabilities
 (:func:`categorical_crossentropy_keras2`).
 """
-
-import numpy as np
 
 from ._common import categorical_crossentropy_keras2, one_hot, stackoverflow_source
 

@@ -3,10 +3,10 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/52800582``;
 https://stackoverflow.com/questions/52800582.
 
-Fault (from the source): a 1-50-50-1 network (sigmoid, then ELU) fits ``y = x^4``
-for x in [-100, 100) with Adam and MSE on unscaled inputs and targets; the
-sigmoid units saturate and the prediction stays flat.  The correct version
-standardises x and y and replaces the sigmoid with a ReLU.
+Fault (from the source's buggy and correct versions): a 1-50-50-1 network (sigmoid,
+then ELU) fits ``y = x^4`` for x in [-100, 100) with Adam and MSE on unscaled inputs
+and targets, so the first layer's sigmoid units sit in saturation. The correct
+version standardises x and y and replaces the sigmoid with a ReLU.
 
 Porting: same layers, Adam, MSE, full batch (400 rows, the program's own data),
 1,000 epochs; the fix trains 1,000 epochs instead of the source's 100 x 1,000.
@@ -36,7 +36,10 @@ def data(seed=0):
 
 def data_fixed(seed=0):
     x, y = data(seed)
-    return ((x - x.mean()) / x.std()).astype("float32"), ((y - y.mean()) / y.std()).astype("float32")
+    def standard(values):
+        return ((values - values.mean()) / values.std()).astype("float32")
+
+    return standard(x), standard(y)
 
 
 def _model(fixed):

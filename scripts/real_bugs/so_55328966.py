@@ -3,17 +3,18 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/55328966``;
 https://stackoverflow.com/questions/55328966.
 
-Fault (from the source): a 784-784-50-10 network (the first Dense layer linear,
-then ReLU, then a sigmoid output) is trained on pixel values 0-255 with
-``categorical_crossentropy`` and gradient descent at 1e-4; accuracy stays near
-chance.  The correct version divides the pixels by 255 and ends in a softmax.
+Fault (from the source's buggy and correct versions): a 784-784-50-10 network (the
+first Dense layer linear, then ReLU, then a sigmoid output) is trained on pixel
+values 0-255 with ``categorical_crossentropy`` and gradient descent at 1e-4. The
+correct version divides the pixels by 255 and ends in a softmax.
 
 Porting: same layers (the L2 regularisers have factor 0 and are left out),
 ``SGD(1e-4)`` for ``tf.compat.v1.train.GradientDescentOptimizer(1e-4)``, batch size
-32, 10 epochs.  MNIST (5,000 rows from a CSV file) is replaced by
-:func:`_common.digits_784` scaled to 0-255 (1,797 images).  The loss is Keras 2.2's
-categorical cross-entropy on probabilities (:func:`categorical_crossentropy_keras2`),
-since Keras 3 would train the sigmoid output as a softmax.
+32, 10 epochs. MNIST (5,000 rows from a CSV file) is replaced by
+:func:`_common.digits_784` scaled to 0-255 (1,797 images). The loss is Keras 2.2's
+categorical cross-entropy on probabilities
+(:func:`categorical_crossentropy_keras2`), since Keras 3 would train the sigmoid
+output as a softmax.
 """
 
 from ._common import categorical_crossentropy_keras2, digits_784, one_hot, stackoverflow_source

@@ -3,17 +3,17 @@
 Source: DeepLocalize's benchmark, ``Benchmark/StackOverflow/59278771``;
 https://stackoverflow.com/questions/59278771.
 
-Fault (from the source): a 4-4-3 network on the raw iris features ends in
-``Activation('sigmoid')`` under ``categorical_crossentropy``; the asker reports an
-accuracy stuck near one class.  The correct version min-max scales the features,
-adds a hidden layer of 8 ReLU units and ends in a softmax (trained through a
-scikit-learn wrapper with Keras' default batch size).
+Fault (from the source's buggy and correct versions): a 4-4-3 network on the raw
+iris features ends in ``Activation('sigmoid')`` under ``categorical_crossentropy``.
+The correct version min-max scales the features, adds a hidden layer of 8 ReLU units
+and ends in a softmax (trained through a scikit-learn wrapper with Keras' default
+batch size).
 
 Porting: same layers (``normal`` initialiser), Adam, batch size 5, 200 epochs, all
-150 rows of scikit-learn's bundled iris.  The loss is Keras 2.2's categorical
+150 rows of scikit-learn's bundled iris. The loss is Keras 2.2's categorical
 cross-entropy on probabilities (:func:`categorical_crossentropy_keras2`), since
-Keras 3 would train the sigmoid as a softmax.  The fix runs 200 epochs at batch
-size 32 on the min-max scaled features, without the source's 10-fold loop.
+Keras 3 would train the sigmoid as a softmax. The fix runs 200 epochs at batch size
+32 on the min-max scaled features, without the source's 10-fold loop.
 """
 
 from ._common import categorical_crossentropy_keras2, one_hot, stackoverflow_source
