@@ -46,3 +46,27 @@ def test_program_and_fix_build_and_match_their_data(entry):
     _check_fits(entry.build(), x, y)
     if entry.build_fixed is not None:
         _check_fits(entry.build_fixed(), *entry.data_fixed(0))
+
+
+def test_keras2_binary_crossentropy_gives_a_one_unit_softmax_no_gradient():
+    import tensorflow as tf
+
+    from real_bugs import so_31880720
+
+    model = so_31880720.build()
+    x, y = so_31880720.data(0)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model.loss(y[:16, None], model(x[:16], training=False)))
+    gradients = tape.gradient(loss, model.trainable_variables)
+    assert np.isfinite(float(loss)) and float(loss) > 1.0
+    assert all(float(tf.reduce_max(tf.abs(g))) == 0.0 for g in gradients if g is not None)
+
+
+def test_keras2_categorical_crossentropy_normalises_then_clips():
+    from real_bugs._common import categorical_crossentropy_keras2
+
+    outputs = np.array([[0.9, 0.9, 0.2], [0.0, 1.0, 0.0]], dtype="float32")
+    labels = np.array([[1, 0, 0], [1, 0, 0]], dtype="float32")
+    expected = [-np.log(0.9 / 2.0), -np.log(1e-7)]
+    np.testing.assert_allclose(np.asarray(categorical_crossentropy_keras2(labels, outputs)),
+                               expected, rtol=1e-5)
