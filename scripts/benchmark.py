@@ -351,7 +351,7 @@ def ensure_labels(chosen: list, *, seed: int = 0, path: Path = LABELS_PATH, refr
     cache["labeller_version"] = outcome.LABELLER_VERSION
     missing = [(e, g) for e, g in chosen
                if refresh or (records.get(e.name) or {}).get("fingerprint") != outcome.fingerprint(e)
-               or records[e.name].get("seed") != seed]
+               or records[e.name].get("seed") != seed or records[e.name].get("label") == "error"]
     for number, (entry, group) in enumerate(missing, start=1):
         started = time.perf_counter()
         try:

@@ -137,17 +137,31 @@ def reviews(num_samples: int = 2000, seed: int = 0) -> zoo.Dataset:
 # Sabotage
 
 
+@functools.lru_cache(maxsize=1)
+def _no_normalization():
+    """An identity layer that accepts a normalization layer's call arguments (``training``, ``mask``)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="benchmark_third_party")
+    class NoNormalization(keras.layers.Layer):
+        def call(self, inputs, training=None, mask=None):
+            return inputs
+
+    return NoNormalization
+
+
 def sabotage_sigmoid_nonorm(model):
     """A copy with sigmoid activations and no normalization (fresh weights)."""
     import keras
 
     last = model.layers[-1]
+    no_normalization = _no_normalization()
 
     def rewrite(layer):
         config = layer.get_config()
         kind = type(layer).__name__
         if kind in NORMALIZATION:
-            return keras.layers.Activation("linear", name=config["name"])
+            return no_normalization(name=config["name"])
         if kind in ("ReLU", "LeakyReLU"):
             return keras.layers.Activation("sigmoid", name=config["name"])
         if layer is not last and isinstance(config.get("activation"), str) and config["activation"] in SWAPPED:
