@@ -666,6 +666,7 @@ def summarize(chosen, labels, split, rows, false_alarms, args, seconds) -> dict:
         "calibration": {name: metrics(calibration, name) for name in DETECTORS} if calibration else {},
         "label_agreement": agreement(labels, rows),
         "not_scored": sorted(e.name for e, _ in chosen if e.name not in rows),
+        "not_labelled": getattr(args, "not_labelled", []),
     }
     times = [r["diagnosis_seconds"] for r in scored]
     if times:
@@ -729,6 +730,8 @@ def render_markdown(summary: dict, rows: dict, labels: dict) -> str:
              "(cached labels and rows not counted).", "",
              f"{s['num_entries']} entries; outcome labels: "
              + ", ".join(f"{k} {v}" for k, v in sorted(s["outcome_labels"].items()))
+             + (f"; {len(s['not_labelled'])} more selected but not labelled yet (not run)"
+                if s["not_labelled"] else "")
              + f". Scored: {s['num_scored']} ({s['num_test']} test, {s['num_calibration']} calibration); "
              "entries labelled `ambiguous` or `error` by their training outcome are not scored.", ""]
     lines += ["## Detection on the test split", "",
@@ -813,6 +816,8 @@ def render_markdown(summary: dict, rows: dict, labels: dict) -> str:
             f"{ours['layer'] or '–'} ({r['truth_layer'] or '–'}) | {r['AUTOTRAINER']['category'] or 'healthy'} | "
             f"{r['DeepDiagnosis']['category'] or 'healthy'} | {r['naive ratio']['category'] or 'healthy'} | "
             f"{r['diagnosis_seconds']:.1f} |")
+    if s["not_labelled"]:
+        lines += ["", "## Selected but not run (no outcome label yet)", "", ", ".join(s["not_labelled"])]
     unscored = [n for n in s["not_scored"]]
     if unscored:
         lines += ["", "## Not scored", "", "| entry | built as | outcome | why |", "|---|---|---|---|"]
@@ -874,6 +879,7 @@ def main(argv=None) -> int:
         cached = read_json(Path(args.out) / "labels.json", {}).get("entries", {})
         everything = chosen
         chosen = [(e, g) for e, g in chosen if e.name in cached]
+        args.not_labelled = [e.name for e, _ in everything if e.name not in cached]
         labels = {e.name: cached[e.name] for e, _ in chosen}
     else:
         import_keras()
