@@ -307,7 +307,8 @@ def docs_bilstm(variant: str = "healthy"):
 
 HYPOTHESIS = {"healthy": "healthy", "sigmoid-nonorm": "vanishing", "high-lr": "exploding"}
 QUICK_SABOTAGE = {("mobilenet-v2", "sigmoid-nonorm"), ("convnext-tiny", "high-lr"),
-                  ("docs-transformer", "sigmoid-nonorm"), ("docs-bilstm", "high-lr")}
+                  ("docs-transformer", "sigmoid-nonorm"), ("docs-transformer", "high-lr"),
+                  ("docs-bilstm", "high-lr")}
 
 
 def _entry(base: str, builder_of, description: str, quick: bool, variant: str, steps: int = STEPS):
