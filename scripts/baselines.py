@@ -332,3 +332,15 @@ def naive_ratio(trace) -> dict:
 
 
 BASELINES = {"AUTOTRAINER": autotrainer, "DeepDiagnosis": deepdiagnosis, "naive ratio": naive_ratio}
+
+#: What each peer claims to detect and whether it names a layer.  The tables
+#: show "n/a" for a category a peer does not cover (no rule of its maps to it)
+#: and for the localisation of a peer that reports no layer, rather than
+#: scoring it 0: AUTOTRAINER has no saturation symptom and reports the model,
+#: not a layer; the naive ratio only tells vanishing from exploding.
+COVERAGE = {
+    "AUTOTRAINER": {"categories": ("vanishing", "exploding", "dead_units"), "localises": False},
+    "DeepDiagnosis": {"categories": ("vanishing", "exploding", "dead_units", "saturation"),
+                      "localises": True},
+    "naive ratio": {"categories": ("vanishing", "exploding"), "localises": False},
+}

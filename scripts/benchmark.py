@@ -1,30 +1,51 @@
-"""Benchmark gradadvisor's diagnosis against a labelled, verified zoo and its peers.
+"""Benchmark gradadvisor's diagnosis on outcome-labelled models, on a held-out split.
 
-For every zoo entry (``scripts/zoo.py``): build the model, train a copy for a
-few hundred steps with a plain ``tf.GradientTape`` loop and derive a label from
-those measurements alone; an entry whose measured label differs from the one it
-was built to have is rejected (reported, then excluded).  On the verified
-entries, run ``gradadvisor.api.diagnose`` (30 probe steps by default), time it
-against ``model.fit`` for the same model, steps and batch size, and run the
-baselines of ``scripts/baselines.py`` (AUTOTRAINER, DeepDiagnosis, a naive
-first/last gradient ratio) over the same measurements.
+Entries come from providers: the zoo (``scripts/zoo.py``: MLP, CNN and RNN
+families), third-party models (``scripts/third_party.py``: keras.applications
+and the Keras docs' text classifiers, healthy and sabotaged) and real buggy
+programs (every module of ``scripts/real_bugs/`` that defines ``entries()``;
+see :func:`real_bug_entries`).
 
-Prints a markdown table and writes ``results.json`` and ``results.md``.
+1. **Labels** come from what happens in training (``scripts/outcome_labels.py``: a
+   plain GradientTape loop with controls at a 10x smaller learning rate and a
+   reference fix), never from gradadvisor's signals.  They are cached in
+   ``benchmarks/labels.json`` with the recipe's fingerprint.
+2. **Split**: each entry's name is hashed to a stable calibration (~40%) or
+   test (~60%) side, every stratum (family group x label) keeps at least one of
+   each, and every entry named in ``benchmarks/calibration.md`` is forced into
+   calibration.  Every figure is reported on the test split; the calibration
+   split has its own, separately labelled table.
+3. **Detection**: on every labelled entry, ``gradadvisor.api.diagnose`` (30
+   probe steps), the peers of ``scripts/baselines.py`` over a plain training
+   trace (``zoo.measure``) and, as a second opinion on the label, the old
+   gradient-threshold verification (``zoo.verify``).  Rows are cached in
+   ``benchmarks/cache/detection.json`` under a fingerprint of ``rules/`` and
+   ``gradadvisor/``: changing a rule re-runs the diagnoses, not the labels.
+4. **Healthy false alarms** (``--false-alarms``, long): every third-party
+   model built healthy, diagnosed at default settings for batch sizes 16 and
+   32 and seeds 0-4, each run cached in ``benchmarks/cache/false_alarms.json``
+   so an interrupted run resumes.
+
+Writes ``benchmarks/results.md`` and ``benchmarks/results.json``.
 
 Usage:
-    python scripts/benchmark.py                 # the whole zoo (about 8 minutes on 2 cores)
-    python scripts/benchmark.py --quick         # 8 representative entries (about a minute)
-    python scripts/benchmark.py --only a,b      # named entries
-    python scripts/benchmark.py --repair        # also search for fixes and count repairs
+    python scripts/benchmark.py                          # everything but the false-alarm sweep
+    python scripts/benchmark.py --family all --false-alarms   # everything
+    python scripts/benchmark.py --family mlp --quick     # a few entries
+    python scripts/benchmark.py --labels-only            # (re)compute the outcome labels
+    python scripts/benchmark.py --report-only            # re-render from the caches
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
+import importlib
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -33,9 +54,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+SCRIPTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(SCRIPTS))
 
 import baselines  # noqa: E402
+import outcome_labels as outcome  # noqa: E402
 import zoo  # noqa: E402
 from gradadvisor._tf import import_keras  # noqa: E402
 
@@ -47,8 +70,19 @@ OUR_CATEGORY = {
     "slow_updates": "other", "large_updates": "other", None: None,
 }
 DETECTORS = ("gradadvisor", "AUTOTRAINER", "DeepDiagnosis", "naive ratio")
-GOALS = {"recall": 0.95, "precision": 0.95, "healthy_false_positive_rate": 0.05}
-REPO = Path(__file__).resolve().parent.parent
+REPO = SCRIPTS.parent
+BENCHMARKS = REPO / "benchmarks"
+LABELS_PATH = BENCHMARKS / "labels.json"
+CALIBRATION_PATH = BENCHMARKS / "calibration.md"
+LABEL_COMMAND = "python scripts/benchmark.py --labels-only --family all"
+#: Benchmark families: the zoo's families grouped, then the other providers.
+GROUPS = ("MLP", "CNN", "RNN", "third-party", "real-bugs")
+GROUP_OF_FAMILY = {"mlp": "MLP", "residual": "MLP", "branched": "MLP", "cnn": "CNN",
+                   "rnn": "RNN", "embedding-rnn": "RNN"}
+FAMILY_CHOICES = ("mlp", "cnn", "rnn", "zoo", "third-party", "real-bugs", "all")
+CALIBRATION_SHARE = 0.4
+FALSE_ALARM_BATCHES = (16, 32)
+FALSE_ALARM_SEEDS = (0, 1, 2, 3, 4)
 
 
 def log(message: str) -> None:
@@ -56,7 +90,7 @@ def log(message: str) -> None:
 
 
 # --------------------------------------------------------------------------
-# One entry
+# Gradadvisor's verdict, timing and repair of one model
 
 def our_verdict(diagnosis) -> dict:
     """gradadvisor's verdict in the benchmark's words, with the first bad layer."""
@@ -163,52 +197,6 @@ def repair(model, data, entry, diagnosis_options: dict, max_trials: int, trial_s
     return result
 
 
-def run_entry(entry, args, workdir) -> dict:
-    """Build, verify, diagnose, time and compare one zoo entry."""
-    from gradadvisor.api import diagnose
-
-    _, keras = import_keras()
-    keras.backend.clear_session()
-    model, data = entry.build(args.seed)
-    row = {"name": entry.name, "family": entry.family, "intended": entry.label,
-           "description": entry.description, "tags": entry.tags, "data": data.name,
-           "num_layers": len(model.layers), "num_params": int(model.count_params())}
-    trace = zoo.measure(model, data, steps=entry.steps, batch_size=entry.batch_size, seed=args.seed)
-    verdict = zoo.verify(trace)
-    row["verification"] = {
-        "label": verdict["label"], "reasons": verdict["reasons"], "steps": len(trace.loss),
-        "seconds": round(trace.seconds, 2), "evidence": _plain(verdict["evidence"]),
-    }
-    row["accepted"] = verdict["label"] == entry.label
-    if not row["accepted"]:
-        return row
-    if entry.first_bad_layer:
-        row["truth_layer"], row["truth_layer_source"] = entry.first_bad_layer, "construction"
-    elif verdict["first_bad_layer"] and entry.label != "healthy":
-        row["truth_layer"], row["truth_layer_source"] = verdict["first_bad_layer"], "measurement"
-    else:
-        row["truth_layer"], row["truth_layer_source"] = None, None
-    row["layer_order"] = _layer_order(model)
-
-    options = {"steps": args.steps, "batch_size": entry.batch_size, "seed": args.seed}
-    started = time.perf_counter()
-    diagnosis = diagnose(model, data.x_train, data.y_train, **options)
-    row["diagnosis_seconds"] = round(time.perf_counter() - started, 3)
-    row["gradadvisor"] = our_verdict(diagnosis)
-    row["signals"] = key_signals(diagnosis)
-    if not args.no_fit:
-        row["fit_seconds"] = round(time_fit(model, data, args.steps, entry.batch_size, args.seed), 3)
-        row["overhead"] = round(row["diagnosis_seconds"] / row["fit_seconds"], 3)
-    for name, detector in baselines.BASELINES.items():
-        row[name] = detector(trace)
-    if args.repair and entry.label != "healthy":
-        try:
-            row["repair"] = repair(model, data, entry, options, args.max_trials, args.trial_steps, workdir)
-        except Exception as error:  # one failed search must not lose the whole benchmark
-            row["repair"] = {"error": f"{type(error).__name__}: {error}", "repaired": False}
-    return row
-
-
 def _layer_order(model) -> dict:
     """Position of each layer for "within one layer": weightless layers
     (activations, normalization) share the position of the layer before them."""
@@ -243,106 +231,468 @@ def _ratio(numerator, denominator):
     return None if denominator == 0 else numerator / denominator
 
 
+
+
+# --------------------------------------------------------------------------
+# Entry providers
+
+
+def real_bug_entries(folder: Path | None = None) -> list:
+    """The entries of every real-bug provider module.
+
+    A provider is a module ``scripts/real_bugs/<name>.py`` (names starting with
+    ``_`` are skipped) that defines ``entries()`` returning objects with the
+    zoo's :class:`zoo.Entry` interface: ``name``, ``family``, ``label`` (what
+    it was built to show), ``build(seed) -> (compiled model, zoo.Dataset)``,
+    ``steps``, ``batch_size``, ``description``, ``first_bad_layer`` and
+    optionally ``reference`` and ``quick``.  Their benchmark family is
+    ``real-bugs`` whatever their own ``family`` says.
+    """
+    folder = folder or SCRIPTS / "real_bugs"
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{folder.name}.{path.stem}")
+        provide = getattr(module, "entries", None)
+        if callable(provide):
+            found.extend(provide())
+    return found
+
+
+def third_party_entries(quick: bool = False) -> list:
+    import third_party
+
+    return third_party.entries(quick=quick)
+
+
+def group_of(entry, provider: str) -> str:
+    if provider == "zoo":
+        return GROUP_OF_FAMILY.get(entry.family, "MLP")
+    return provider
+
+
+def select(family: str = "all", quick: bool = False, only: str | None = None,
+           third_party_quick: bool = False) -> list:
+    """``[(entry, group)]`` for a ``--family`` choice, ``--quick`` and ``--only``.
+
+    ``third_party_quick`` keeps the representative third-party models only
+    (``--third-party quick``), whatever ``quick`` says of the other families.
+    """
+    chosen = []
+    if family in ("mlp", "cnn", "rnn", "zoo", "all"):
+        for entry in zoo.ZOO:
+            group = group_of(entry, "zoo")
+            if family in ("zoo", "all") or group == family.upper():
+                if not quick or entry.quick or only:
+                    chosen.append((entry, group))
+    if family in ("third-party", "all"):
+        chosen += [(entry, "third-party") for entry in
+                   third_party_entries(quick=(quick or third_party_quick) and not only)]
+    if family in ("real-bugs", "all"):
+        chosen += [(entry, "real-bugs") for entry in real_bug_entries()
+                   if not quick or getattr(entry, "quick", False) or only]
+    if only:
+        names = [n.strip() for n in only.split(",") if n.strip()]
+        known = {entry.name: (entry, group) for entry, group in chosen}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise SystemExit(f"There is no entry called '{unknown[0]}' in --family {family}. "
+                             f"Run with --list to see the names.")
+        chosen = [known[n] for n in names]
+    return chosen
+
+
+# --------------------------------------------------------------------------
+# Files
+
+
+def read_json(path: Path, default):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, then rename: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(temporary, path)
+
+
+def write_json(path: Path, data) -> None:
+    write_atomic(path, json.dumps(_plain(data), indent=1, sort_keys=True) + "\n")
+
+
+# --------------------------------------------------------------------------
+# Outcome labels
+
+RUN_FIELDS = ("steps", "batch_size", "optimizer", "learning_rate", "initial_loss", "final_loss",
+              "chance_loss", "max_step_loss", "nonfinite_step", "nonfinite_weights", "first_layer",
+              "last_layer", "movement_ratio", "dead_fraction", "max_saturated_fraction", "recurrent",
+              "seconds")
+
+
+def ensure_labels(chosen: list, *, seed: int = 0, path: Path = LABELS_PATH, refresh: bool = False) -> dict:
+    """Outcome labels of the chosen entries, computing and caching the missing ones.
+
+    A cached label is reused while the entry's recipe fingerprint
+    (``outcome.fingerprint``) and the seed are unchanged.
+    """
+    cache = read_json(path, {})
+    records = cache.setdefault("entries", {})
+    cache["command"] = LABEL_COMMAND
+    cache["labeller_version"] = outcome.LABELLER_VERSION
+    missing = [(e, g) for e, g in chosen
+               if refresh or (records.get(e.name) or {}).get("fingerprint") != outcome.fingerprint(e)
+               or records[e.name].get("seed") != seed or records[e.name].get("label") == "error"]
+    for number, (entry, group) in enumerate(missing, start=1):
+        started = time.perf_counter()
+        try:
+            verdict = outcome.label(entry, seed=seed)
+        except Exception as error:  # one model that cannot train must not lose the others
+            verdict = {"label": "error", "reasons": [f"{type(error).__name__}: {error}"[:300]],
+                       "runs": {}, "seconds": round(time.perf_counter() - started, 2)}
+        records[entry.name] = {
+            "fingerprint": outcome.fingerprint(entry), "seed": seed, "group": group,
+            "family": entry.family, "built_as": entry.label, "label": verdict["label"],
+            "reasons": verdict["reasons"], "seconds": verdict["seconds"],
+            "runs": {name: {k: run.get(k) for k in RUN_FIELDS} for name, run in verdict["runs"].items()},
+        }
+        write_json(path, cache)
+        log(f"label [{number}/{len(missing)}] {entry.name}: built {entry.label}, outcome "
+            f"{verdict['label']} ({verdict['seconds']:.0f} s): {'; '.join(verdict['reasons'])}")
+    if missing:
+        write_atomic(path.with_suffix(".md"), render_labels(cache))
+    return {e.name: records[e.name] for e, _ in chosen}
+
+
+def render_labels(cache: dict) -> str:
+    records = cache.get("entries", {})
+    lines = ["# Outcome labels", "",
+             f"Recompute with `{cache.get('command', LABEL_COMMAND)}` (cached entries whose recipe is "
+             "unchanged are kept; add `--refresh-labels` to redo all). Criteria: `scripts/outcome_labels.py`.", "",
+             "| entry | group | built as | outcome label | why | s |", "|---|---|---|---|---|---|"]
+    for name in sorted(records, key=lambda n: (GROUPS.index(records[n]["group"])
+                                               if records[n]["group"] in GROUPS else 9, n)):
+        r = records[name]
+        lines.append(f"| {name} | {r['group']} | {r['built_as']} | {r['label']} | "
+                     f"{'; '.join(r['reasons'])} | {r['seconds']} |")
+    counts = collections.Counter(r["label"] for r in records.values())
+    lines += ["", "Totals: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + "."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------
+# Calibration / test split
+
+
+def calibration_names(path: Path = CALIBRATION_PATH) -> set:
+    """Entry names written in backticks in ``benchmarks/calibration.md``."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return set()
+    return set(re.findall(r"`([a-z0-9][a-z0-9._-]*)`", text))
+
+
+def _unit_hash(name: str) -> float:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:12], 16) / float(16 ** 12)
+
+
+def assign_split(items: list, forced: set) -> dict:
+    """``{name: "calibration" | "test"}`` for ``items`` of ``(name, stratum)``.
+
+    An entry is in calibration when forced or when the hash of its name falls
+    under :data:`CALIBRATION_SHARE`, so adding entries never moves another one.
+    A stratum of three or more entries that the hash leaves without a
+    calibration entry gets its lowest-hash one; one left without a test entry
+    gives back its highest-hash unforced one.
+    """
+    split = {name: ("calibration" if name in forced or _unit_hash(name) < CALIBRATION_SHARE else "test")
+             for name, _ in items}
+    strata = collections.defaultdict(list)
+    for name, stratum in items:
+        strata[stratum].append(name)
+    for names in strata.values():
+        if len(names) < 3:
+            continue
+        names = sorted(names, key=_unit_hash)
+        if not any(split[n] == "calibration" for n in names):
+            split[names[0]] = "calibration"
+        if not any(split[n] == "test" for n in names):
+            free = [n for n in names if n not in forced]
+            if free:
+                split[free[-1]] = "test"
+    return split
+
+
+# --------------------------------------------------------------------------
+# Detection
+
+
+def code_fingerprint() -> str:
+    """Changes with any rule file or gradadvisor source file."""
+    digest = hashlib.sha256()
+    for folder, pattern in ((REPO / "rules", "*.yaml"), (REPO / "gradadvisor", "*.py"),
+                            (REPO / "gradadvisor", "*.yaml")):
+        for path in sorted(folder.rglob(pattern)):
+            digest.update(str(path.relative_to(REPO)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def run_entry(entry, group: str, record: dict, args) -> dict:
+    """Trace, second opinion, diagnosis, timing and peers for one labelled entry."""
+    from gradadvisor.api import diagnose
+
+    _, keras = import_keras()
+    keras.backend.clear_session()
+    model, data = entry.build(args.seed)
+    row = {"name": entry.name, "group": group, "family": entry.family, "built_as": entry.label,
+           "truth": record["label"], "label_reasons": record["reasons"],
+           "description": entry.description, "data": data.name,
+           "num_layers": len(model.layers), "num_params": int(model.count_params())}
+    trace = zoo.measure(model, data, steps=entry.steps, batch_size=entry.batch_size, seed=args.seed)
+    opinion = zoo.verify(trace)
+    row["gradient_opinion"] = {"label": opinion["label"], "reasons": opinion["reasons"],
+                               "first_bad_layer": opinion["first_bad_layer"],
+                               "seconds": round(trace.seconds, 2)}
+    if getattr(entry, "first_bad_layer", None):
+        row["truth_layer"], row["truth_layer_source"] = entry.first_bad_layer, "construction"
+    elif opinion["first_bad_layer"] and opinion["label"] == record["label"] != "healthy":
+        row["truth_layer"], row["truth_layer_source"] = opinion["first_bad_layer"], "gradient measurement"
+    else:
+        row["truth_layer"], row["truth_layer_source"] = None, None
+    row["layer_order"] = _layer_order(model)
+    options = {"steps": args.steps, "batch_size": entry.batch_size, "seed": args.seed}
+    started = time.perf_counter()
+    diagnosis = diagnose(model, data.x_train, data.y_train, **options)
+    row["diagnosis_seconds"] = round(time.perf_counter() - started, 3)
+    row["gradadvisor"] = our_verdict(diagnosis)
+    row["signals"] = key_signals(diagnosis)
+    if not args.no_fit:
+        row["fit_seconds"] = round(time_fit(model, data, args.steps, entry.batch_size, args.seed), 3)
+        row["overhead"] = round(row["diagnosis_seconds"] / row["fit_seconds"], 3)
+    for name, detector in baselines.BASELINES.items():
+        row[name] = detector(trace)
+    if getattr(args, "repair", False) and record["label"] != "healthy":
+        with tempfile.TemporaryDirectory(prefix="gradadvisor-benchmark-") as workdir:
+            try:
+                row["repair"] = repair(model, data, entry, options, args.max_trials, args.trial_steps, workdir)
+            except Exception as error:  # one failed search must not lose the whole benchmark
+                row["repair"] = {"error": f"{type(error).__name__}: {error}", "repaired": False}
+    return row
+
+
+def ensure_rows(chosen: list, labels: dict, args) -> dict:
+    """Detection rows of the labelled entries, from the cache when the code is unchanged."""
+    path = Path(args.out) / "cache" / "detection.json"
+    cache = read_json(path, {})
+    fingerprint = code_fingerprint()
+    key = f"{fingerprint}/steps={args.steps}/seed={args.seed}" + ("/repair" if args.repair else "")
+    rows = cache.setdefault("rows", {})
+    todo = [(e, g) for e, g in chosen if labels[e.name]["label"] in CATEGORIES + ("healthy",)
+            and (args.refresh or (rows.get(e.name) or {}).get("cache_key") != key
+                 or rows[e.name].get("label_fingerprint") != labels[e.name]["fingerprint"]
+                 or rows[e.name].get("truth") != labels[e.name]["label"])]
+    for number, (entry, group) in enumerate(todo, start=1):
+        started = time.perf_counter()
+        try:
+            row = run_entry(entry, group, labels[entry.name], args)
+        except Exception as error:  # keep the other entries' results
+            log(f"detect [{number}/{len(todo)}] {entry.name}: FAILED {type(error).__name__}: {error}")
+            continue
+        row["cache_key"] = key
+        row["label_fingerprint"] = labels[entry.name]["fingerprint"]
+        rows[entry.name] = row
+        write_json(path, cache)
+        got = row["gradadvisor"]["category"] or "healthy"
+        log(f"detect [{number}/{len(todo)}] {entry.name}: {row['truth']} -> gradadvisor {got} "
+            f"({time.perf_counter() - started:.0f} s)")
+    return {e.name: rows[e.name] for e, _ in chosen if e.name in rows
+            and rows[e.name].get("cache_key") == key and rows[e.name].get("truth") == labels[e.name]["label"]}
+
+
+# --------------------------------------------------------------------------
+# Healthy false alarms on third-party models
+
+
+def ensure_false_alarms(entries: list, args) -> dict:
+    """Diagnose every healthy third-party model at batch 16 and 32, seeds 0-4 (cached per run)."""
+    from gradadvisor.api import diagnose
+
+    _, keras = import_keras()
+    path = Path(args.out) / "cache" / "false_alarms.json"
+    cache = read_json(path, {})
+    runs = cache.setdefault("runs", {})
+    fingerprint = code_fingerprint()
+    # Seed-major order: a partial sweep already covers every model at the first seeds.
+    plan = [(entry, batch, seed) for seed in FALSE_ALARM_SEEDS for batch in FALSE_ALARM_BATCHES
+            for entry in entries]
+    todo = [(e, b, s) for e, b, s in plan
+            if (runs.get(f"{e.name}|{b}|{s}") or {}).get("fingerprint") != fingerprint or args.refresh]
+    log(f"false alarms: {len(plan) - len(todo)} of {len(plan)} runs cached, {len(todo)} to run")
+    built = {}
+    for number, (entry, batch, seed) in enumerate(todo, start=1):
+        if entry.name not in built:
+            if len(built) >= 6:  # bounded memory on the full family
+                built.clear()
+                keras.backend.clear_session()
+            built[entry.name] = entry.build(0)
+        model, data = built[entry.name]
+        started = time.perf_counter()
+        try:
+            diagnosis = diagnose(model, data.x_train, data.y_train, batch_size=batch, seed=seed)
+        except Exception as error:
+            log(f"false alarms [{number}/{len(todo)}] {entry.name} batch {batch} seed {seed}: "
+                f"FAILED {type(error).__name__}: {error}")
+            continue
+        alarms = [{"rule": f.rule, "severity": f.severity, "first_layer": f.first_layer,
+                   "summary": getattr(f, "message", None) or getattr(f, "summary", None)}
+                  for f in diagnosis.findings if f.severity in ("warning", "error")]
+        runs[f"{entry.name}|{batch}|{seed}"] = {
+            "entry": entry.name, "batch_size": batch, "seed": seed, "status": diagnosis.status,
+            "alarms": alarms, "seconds": round(time.perf_counter() - started, 2),
+            "fingerprint": fingerprint}
+        write_json(path, cache)
+        log(f"false alarms [{number}/{len(todo)}] {entry.name} batch {batch} seed {seed}: "
+            f"{', '.join(a['rule'] for a in alarms) or 'no alarm'} ({time.perf_counter() - started:.0f} s)")
+    return {key: run for key, run in runs.items() if run.get("fingerprint") == fingerprint
+            and run["entry"] in {e.name for e in entries}}
+
+
+def summarize_false_alarms(runs: dict, entries: list, labels: dict) -> dict:
+    names = [e.name for e in entries]
+    done = list(runs.values())
+
+    def rate(selected):
+        return {"runs": len(selected), "alarms": sum(bool(r["alarms"]) for r in selected),
+                "rate": _ratio(sum(bool(r["alarms"]) for r in selected), len(selected))}
+
+    return {
+        "models": names,
+        "outcome_labels": {n: (labels.get(n) or {}).get("label") for n in names},
+        "planned_runs": len(names) * len(FALSE_ALARM_BATCHES) * len(FALSE_ALARM_SEEDS),
+        "overall": rate(done),
+        "by_seed_and_batch": {f"{s}|{b}": rate([r for r in done if r["seed"] == s and r["batch_size"] == b])
+                              for s in FALSE_ALARM_SEEDS for b in FALSE_ALARM_BATCHES},
+        "by_model": {n: rate([r for r in done if r["entry"] == n]) for n in names},
+        "alarms": [{k: r[k] for k in ("entry", "batch_size", "seed", "alarms")} for r in done if r["alarms"]],
+        "median_seconds": round(statistics.median([r["seconds"] for r in done]), 1) if done else None,
+    }
+
+
+# --------------------------------------------------------------------------
+# Metrics
+
+
 def metrics(rows: list, detector: str) -> dict:
-    """Per-category precision and recall, healthy false positives, localisation."""
-    truth = [r["intended"] for r in rows]
+    """Per-category precision and recall, healthy false positives, localisation.
+
+    A peer's figures for a category it does not cover, and its localisation
+    when it reports no layer, are ``"n/a"`` (``baselines.COVERAGE``).
+    """
+    coverage = baselines.COVERAGE.get(detector, {"categories": CATEGORIES, "localises": True})
+    truth = [r["truth"] for r in rows]
     predicted = [r[detector]["category"] for r in rows]
     result = {"categories": {}}
     for category in CATEGORIES:
+        support = sum(t == category for t in truth)
+        if category not in coverage["categories"]:
+            result["categories"][category] = {"support": support, "predicted": None,
+                                              "precision": "n/a", "recall": "n/a"}
+            continue
         true_positive = sum(t == category and p == category for t, p in zip(truth, predicted))
         result["categories"][category] = {
-            "support": sum(t == category for t in truth),
-            "predicted": sum(p == category for p in predicted),
+            "support": support, "predicted": sum(p == category for p in predicted),
             "precision": _ratio(true_positive, sum(p == category for p in predicted)),
-            "recall": _ratio(true_positive, sum(t == category for t in truth)),
+            "recall": _ratio(true_positive, support),
         }
     healthy = [p for t, p in zip(truth, predicted) if t == "healthy"]
     result["healthy_false_positive_rate"] = _ratio(sum(p is not None for p in healthy), len(healthy))
-    result["accuracy"] = _ratio(sum((t == "healthy" and p is None) or t == p
-                                    for t, p in zip(truth, predicted)), len(rows))
-    localised = [r for r in rows if r["truth_layer"] and r[detector]["category"] == r["intended"]]
+    covered = [(t, p) for t, p in zip(truth, predicted) if t == "healthy" or t in coverage["categories"]]
+    result["accuracy"] = _ratio(sum((t == "healthy" and p is None) or t == p for t, p in covered), len(covered))
+    result["num_scored"] = len(covered)
+    if not coverage["localises"]:
+        result["localisation"] = {"accuracy": "n/a", "hits": None, "cases": None}
+        return result
+    localised = [r for r in rows if r.get("truth_layer") and r[detector]["category"] == r["truth"]]
     hits = 0
     for r in localised:
-        layer = r[detector].get("layer")
-        order = r["layer_order"]
+        layer, order = r[detector].get("layer"), r["layer_order"]
         if layer is not None and layer in order and r["truth_layer"] in order:
             hits += abs(order[layer] - order[r["truth_layer"]]) <= 1
-    result["localisation"] = {"accuracy": _ratio(hits, len(localised)), "hits": hits,
-                              "cases": len(localised)}
+    result["localisation"] = {"accuracy": _ratio(hits, len(localised)), "hits": hits, "cases": len(localised)}
     return result
 
 
-def summarize(rows: list, rejected: list, args, seconds: float) -> dict:
-    accepted = rows
+def agreement(labels: dict, rows: dict) -> dict:
+    """How often the gradient-threshold opinion gives the outcome label."""
+    pairs = [(labels[n]["label"], r["gradient_opinion"]["label"]) for n, r in rows.items()]
+    confusion = collections.Counter(f"{a} / {b}" for a, b in pairs if a != b)
+    return {"compared": len(pairs), "agree": sum(a == b for a, b in pairs),
+            "rate": _ratio(sum(a == b for a, b in pairs), len(pairs)),
+            "disagreements": dict(sorted(confusion.items()))}
+
+
+def summarize(chosen, labels, split, rows, false_alarms, args, seconds) -> dict:
+    scored = [r for r in rows.values()]
+    for r in scored:
+        r["split"] = split[r["name"]]
+    test = [r for r in scored if r["split"] == "test"]
+    calibration = [r for r in scored if r["split"] == "calibration"]
+    label_counts = collections.Counter(labels[e.name]["label"] for e, _ in chosen)
     summary = {
-        "schema": "gradadvisor.benchmark/1",
-        "command": " ".join(["python", "scripts/benchmark.py"] + sys.argv[1:]),
+        "schema": "gradadvisor.benchmark/2",
+        "command": " ".join(["python", "scripts/benchmark.py"] + (args.argv or [])),
         "probe_steps": args.steps, "seed": args.seed, "seconds": round(seconds, 1),
-        "num_candidates": len(rows) + len(rejected), "num_accepted": len(accepted),
-        "num_rejected": len(rejected),
-        "composition": {
-            "by_label": dict(collections.Counter(r["intended"] for r in accepted)),
-            "by_family": dict(collections.Counter(r["family"] for r in accepted)),
-            "by_label_and_family": {f"{r_label}/{family}": count for (r_label, family), count in sorted(
-                collections.Counter((r["intended"], r["family"]) for r in accepted).items())},
-        },
-        "metrics": {name: metrics(accepted, name) for name in DETECTORS} if accepted else {},
+        "code_fingerprint": code_fingerprint(),
+        "num_entries": len(chosen), "outcome_labels": dict(label_counts),
+        "num_scored": len(scored), "num_test": len(test), "num_calibration": len(calibration),
+        "calibration_forced": sorted(calibration_names()),
+        "composition": {f"{g}/{split_name}": dict(collections.Counter(
+            r["truth"] for r in scored if r["group"] == g and r["split"] == split_name))
+            for g in GROUPS for split_name in ("test", "calibration")},
+        "test": {name: metrics(test, name) for name in DETECTORS} if test else {},
+        "test_by_group": {g: {name: metrics([r for r in test if r["group"] == g], name) for name in DETECTORS}
+                          for g in GROUPS if any(r["group"] == g for r in test)},
+        "calibration": {name: metrics(calibration, name) for name in DETECTORS} if calibration else {},
+        "label_agreement": agreement(labels, rows),
+        "not_scored": sorted(e.name for e, _ in chosen if e.name not in rows),
+        "not_labelled": getattr(args, "not_labelled", []),
     }
-    times = [r["diagnosis_seconds"] for r in accepted]
+    times = [r["diagnosis_seconds"] for r in scored]
     if times:
-        summary["time_to_diagnosis"] = {"median": round(statistics.median(times), 2),
-                                        "max": round(max(times), 2)}
-    overheads = [r["overhead"] for r in accepted if "overhead" in r]
+        summary["time_to_diagnosis"] = {"median": round(statistics.median(times), 2), "max": round(max(times), 2)}
+    overheads = [r["overhead"] for r in scored if "overhead" in r]
     if overheads:
         summary["overhead_vs_fit"] = {"median": round(statistics.median(overheads), 2),
                                       "max": round(max(overheads), 2)}
-    repairs = [r["repair"] for r in accepted if "repair" in r]
+    bugs = [r for r in scored if r["group"] == "real-bugs" and r["truth"] != "healthy"]
+    if bugs:
+        summary["real_bugs"] = {
+            "faulty": len(bugs), "flagged": sum(r["gradadvisor"]["category"] is not None for r in bugs),
+            "right_category": sum(r["gradadvisor"]["category"] == r["truth"] for r in bugs),
+            "published_reference": "DeepDiagnosis (ICSE 2022) reports 46 of its 53 real-world programs"}
+    repairs = [r["repair"] for r in test if "repair" in r]
     if repairs:
-        flagged = [r for r in accepted if "repair" in r and r["gradadvisor"]["category"] is not None]
-        summary["repair"] = {
-            "attempted": len(repairs), "repaired": sum(r["repaired"] for r in repairs),
-            "rate_over_faulty": _ratio(sum(r["repaired"] for r in repairs), len(repairs)),
-            "rate_over_flagged": _ratio(sum(r["repair"]["repaired"] for r in flagged), len(flagged)),
-            "repaired_and_beats_chance": sum(r["repaired"] and r.get("beats_chance", False)
-                                             for r in repairs),
-        }
-    summary["goals"] = goals(summary) if accepted else {}
+        summary["repair_test"] = {"attempted": len(repairs), "repaired": sum(r["repaired"] for r in repairs),
+                                  "rate": _ratio(sum(r["repaired"] for r in repairs), len(repairs))}
+    if false_alarms is not None:
+        summary["false_alarms"] = false_alarms
     return summary
-
-
-def goals(summary: dict) -> dict:
-    """Which of the issue's goals are met."""
-    ours = summary["metrics"]["gradadvisor"]
-    others = [summary["metrics"][name] for name in DETECTORS[1:]]
-    checks = {}
-    for category in ("vanishing", "exploding"):
-        for measure in ("recall", "precision"):
-            value = ours["categories"][category][measure]
-            checks[f"{category} {measure} >= {GOALS[measure]}"] = (
-                None if value is None else value >= GOALS[measure])
-    fpr = ours["healthy_false_positive_rate"]
-    checks["healthy false-positive rate <= 0.05"] = (
-        None if fpr is None else fpr <= GOALS["healthy_false_positive_rate"])
-    worse = []
-    for category in CATEGORIES:
-        for measure in ("precision", "recall"):
-            mine = ours["categories"][category][measure]
-            best = max((o["categories"][category][measure] or 0.0) for o in others)
-            if mine is not None and mine < best:
-                worse.append(f"{category} {measure}")
-    best_fpr = min((o["healthy_false_positive_rate"] for o in others
-                    if o["healthy_false_positive_rate"] is not None), default=None)
-    if fpr is not None and best_fpr is not None and fpr > best_fpr:
-        worse.append("healthy false-positive rate")
-    best_location = max((o["localisation"]["accuracy"] or 0.0) for o in others)
-    if (ours["localisation"]["accuracy"] or 0.0) < best_location:
-        worse.append("localisation")
-    checks["every figure at least as good as the best baseline"] = not worse
-    return {"checks": checks, "behind_a_baseline": worse}
 
 
 # --------------------------------------------------------------------------
 # Rendering
+
 
 def _fmt(value, digits=2):
     if value is None:
@@ -352,18 +702,12 @@ def _fmt(value, digits=2):
     return str(value)
 
 
-def render_markdown(summary: dict, rows: list, rejected: list) -> str:
-    lines = ["# gradadvisor benchmark", ""]
-    lines.append(f"Command: `{summary['command']}`  ")
-    lines.append(f"{summary['num_candidates']} candidates, {summary['num_accepted']} verified, "
-                 f"{summary['num_rejected']} rejected; probe of {summary['probe_steps']} steps; "
-                 f"total {summary['seconds']} s.")
-    lines += ["", "## Detection", ""]
-    header = "| detector | " + " | ".join(f"{c} P | {c} R" for c in CATEGORIES) + \
-        " | healthy FPR | accuracy | localisation |"
-    lines += [header, "|" + "---|" * (2 * len(CATEGORIES) + 4)]
+def _detection_table(by_detector: dict) -> list:
+    header = ("| detector | " + " | ".join(f"{c} P | {c} R" for c in CATEGORIES)
+              + " | healthy FPR | accuracy | localisation |")
+    lines = [header, "|" + "---|" * (2 * len(CATEGORIES) + 4)]
     for name in DETECTORS:
-        m = summary["metrics"].get(name)
+        m = by_detector.get(name)
         if not m:
             continue
         cells = []
@@ -371,130 +715,207 @@ def render_markdown(summary: dict, rows: list, rejected: list) -> str:
             c = m["categories"][category]
             cells += [_fmt(c["precision"]), _fmt(c["recall"])]
         loc = m["localisation"]
-        location = (f"{_fmt(loc['accuracy'])} ({loc['hits']}/{loc['cases']})" if loc["cases"] else "–")
-        lines.append(f"| {name} | " + " | ".join(cells) +
-                     f" | {_fmt(m['healthy_false_positive_rate'])} | {_fmt(m['accuracy'])} | {location} |")
-    lines.append("")
-    lines.append("P = precision, R = recall over the verified entries; healthy FPR = share of healthy "
-                 "entries given any warning; localisation = first bad layer within one layer of the "
-                 "truth, over correctly detected entries whose first bad layer is known. Baselines read "
-                 "the whole verification run (a few hundred steps); gradadvisor probes "
-                 f"{summary['probe_steps']} steps.")
-    lines += ["", "## Cost", ""]
-    if "time_to_diagnosis" in summary:
-        t = summary["time_to_diagnosis"]
-        lines.append(f"- time to diagnosis: median {t['median']} s, max {t['max']} s")
-    if "overhead_vs_fit" in summary:
-        o = summary["overhead_vs_fit"]
-        lines.append(f"- diagnosis time / `model.fit` time (same model, steps, batch): median "
-                     f"{o['median']}, max {o['max']}")
-    if "repair" in summary:
-        r = summary["repair"]
-        lines.append(f"- repair: {r['repaired']}/{r['attempted']} faulty entries repaired "
-                     f"(rate {_fmt(r['rate_over_faulty'])}; over entries gradadvisor flagged "
-                     f"{_fmt(r['rate_over_flagged'])}); {r['repaired_and_beats_chance']} of the "
-                     "repaired models also reach a held-out loss under 0.9x the chance-level loss. "
-                     "A repair: recommended, better held-out loss than the original trained the "
-                     "same way, and the saved fixed model diagnosed healthy again.")
-    lines += ["", "## Goals", ""]
-    for text, met in summary.get("goals", {}).get("checks", {}).items():
-        lines.append(f"- [{'x' if met else ' '}] {text}" + (" (no such entries)" if met is None else ""))
-    behind = summary.get("goals", {}).get("behind_a_baseline")
-    if behind:
-        lines.append(f"- behind a baseline on: {', '.join(behind)}")
-    lines += ["", "## Zoo", ""]
-    comp = summary["composition"]
-    lines.append("By label: " + ", ".join(f"{k} {v}" for k, v in sorted(comp["by_label"].items())) + "  ")
-    lines.append("By family: " + ", ".join(f"{k} {v}" for k, v in sorted(comp["by_family"].items())))
-    lines += ["", "| entry | family | label | gradadvisor | first layer (truth) | AUTOTRAINER | "
-              "DeepDiagnosis | naive | s |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+        location = ("n/a" if loc["accuracy"] == "n/a" else
+                    f"{_fmt(loc['accuracy'])} ({loc['hits']}/{loc['cases']})" if loc["cases"] else "–")
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {_fmt(m['healthy_false_positive_rate'])} | {_fmt(m['accuracy'])} | {location} |")
+    return lines
+
+
+def render_markdown(summary: dict, rows: dict, labels: dict) -> str:
+    s = summary
+    lines = ["# gradadvisor benchmark", "",
+             f"Command: `{s['command']}`; probe of {s['probe_steps']} steps, seed {s['seed']}; "
+             f"rules and code fingerprint `{s['code_fingerprint']}`; this run took {s['seconds']} s "
+             "(cached labels and rows not counted).", "",
+             f"{s['num_entries']} entries; outcome labels: "
+             + ", ".join(f"{k} {v}" for k, v in sorted(s["outcome_labels"].items()))
+             + (f"; {len(s['not_labelled'])} more selected but not labelled yet (not run)"
+                if s["not_labelled"] else "")
+             + f". Scored: {s['num_scored']} ({s['num_test']} test, {s['num_calibration']} calibration); "
+             "entries labelled `ambiguous` or `error` by their training outcome are not scored.", ""]
+    lines += ["## Detection on the test split", "",
+              "The rules' thresholds were tuned on the calibration split only (and on the models named "
+              "in `benchmarks/calibration.md`, forced into it); these entries were never used to tune them.", ""]
+    lines += _detection_table(s["test"]) if s["test"] else ["No test entries were scored in this run."]
+    lines += ["", "P = precision, R = recall against the outcome labels; healthy FPR = share of healthy "
+              "entries given any warning or error; accuracy over the entries of categories the detector "
+              "covers; localisation = first bad layer within one layer of the truth (known by "
+              "construction, or from the gradient measurement when it agrees with the outcome) over "
+              "correctly detected entries. n/a: the peer does not cover the category or names no layer "
+              "(`baselines.COVERAGE`). Peers read the whole plain training run; gradadvisor probes "
+              f"{s['probe_steps']} steps.", ""]
+    lines += ["### Per family (test split)", ""]
+    for group, by_detector in s["test_by_group"].items():
+        composition = s["composition"].get(f"{group}/test", {})
+        lines += [f"**{group}** — " + ", ".join(f"{k} {v}" for k, v in sorted(composition.items())), ""]
+        lines += _detection_table(by_detector) + [""]
+    missing = [g for g in GROUPS if g not in s["test_by_group"]]
+    if missing:
+        lines += ["No test entries scored in this run for: " + ", ".join(missing) + ".", ""]
+    if "real_bugs" in s:
+        b = s["real_bugs"]
+        lines += [f"Real buggy programs (both splits): gradadvisor flags {b['flagged']} of the {b['faulty']} whose "
+                  f"outcome is a fault, {b['right_category']} with the outcome's category; "
+                  f"{b['published_reference']} (a different set and criterion).", ""]
+    if "repair_test" in s:
+        r = s["repair_test"]
+        lines += [f"Repair (test split): {r['repaired']}/{r['attempted']} faulty entries repaired "
+                  f"({_fmt(r['rate'])}): a fix recommended, a better held-out loss than the original trained "
+                  "the same way, and the saved fixed model diagnosed healthy again.", ""]
+    fa = s.get("false_alarms")
+    lines += ["## Healthy false alarms on third-party models", ""]
+    if not fa:
+        lines += ["Not run here: `python scripts/benchmark.py --family third-party --false-alarms`.", ""]
+    else:
+        lines += [f"Each healthy third-party model diagnosed at default settings (30 probe steps) at batch "
+                  f"sizes {', '.join(map(str, FALSE_ALARM_BATCHES))} and seeds "
+                  f"{FALSE_ALARM_SEEDS[0]}-{FALSE_ALARM_SEEDS[-1]}; a false alarm is any finding of "
+                  f"warning or error severity. {fa['overall']['runs']} of {fa['planned_runs']} planned runs "
+                  f"done (median {fa['median_seconds']} s each).", "",
+                  "| seed | " + " | ".join(f"batch {b}" for b in FALSE_ALARM_BATCHES) + " |",
+                  "|---|" + "---|" * len(FALSE_ALARM_BATCHES)]
+        for seed in FALSE_ALARM_SEEDS:
+            cells = []
+            for batch in FALSE_ALARM_BATCHES:
+                c = fa["by_seed_and_batch"][f"{seed}|{batch}"]
+                cells.append(f"{_fmt(c['rate'])} ({c['alarms']}/{c['runs']})" if c["runs"] else "not run")
+            lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+        lines += ["", f"Overall: {_fmt(fa['overall']['rate'])} ({fa['overall']['alarms']}/{fa['overall']['runs']}).", "",
+                  "| model | outcome label | runs | with an alarm |", "|---|---|---|---|"]
+        for name, c in fa["by_model"].items():
+            lines.append(f"| {name} | {fa['outcome_labels'].get(name) or 'not labelled'} | {c['runs']} | "
+                         f"{c['alarms']} |")
+        if fa["alarms"]:
+            lines += ["", "Alarms:", ""]
+            for a in fa["alarms"]:
+                lines.append(f"- {a['entry']} batch {a['batch_size']} seed {a['seed']}: "
+                             + "; ".join(f"{x['rule']} ({x['severity']}) at {x['first_layer'] or 'model'}"
+                                         for x in a["alarms"]))
+        lines.append("")
+    ag = s["label_agreement"]
+    lines += ["## Outcome labels vs the gradient-threshold opinion", "",
+              f"On the scored entries, the old gradient-threshold verification (`zoo.verify`: RMS ratios, "
+              f"growth, dead and saturated fractions, thresholds close to the rules') gives the outcome label "
+              f"on {ag['agree']} of {ag['compared']} ({_fmt(ag['rate'])}).", ""]
+    if ag["disagreements"]:
+        lines += ["| outcome / gradient opinion | entries |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in ag["disagreements"].items()]
+        lines.append("")
+    lines += ["## Calibration split (not a result: the thresholds may have been tuned on these)", ""]
+    lines += _detection_table(s["calibration"]) if s["calibration"] else ["No calibration entries scored."]
+    lines += ["", "## Entries", "",
+              "| entry | family | split | built as | outcome | gradient opinion | gradadvisor | first layer (truth) "
+              "| AUTOTRAINER | DeepDiagnosis | naive | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in sorted(rows.items(), key=lambda kv: (GROUPS.index(kv[1]["group"]), kv[1]["split"], kv[0])):
         ours = r["gradadvisor"]
-        mark = "" if (ours["category"] or "healthy") == r["intended"] else " ✗"
-        layer = f"{ours['layer'] or '–'} ({r['truth_layer'] or '–'})"
-        lines.append(f"| {r['name']} | {r['family']} | {r['intended']} | "
-                     f"{ours['category'] or 'healthy'}{mark} | {layer} | "
-                     f"{r['AUTOTRAINER']['category'] or 'healthy'} | "
-                     f"{r['DeepDiagnosis']['category'] or 'healthy'} | "
-                     f"{r['naive ratio']['category'] or 'healthy'} | {r['diagnosis_seconds']:.1f} |")
-    if rejected:
-        lines += ["", "## Rejected by verification", "", "| entry | intended | measured | why |",
-                  "|---|---|---|---|"]
-        for r in rejected:
-            v = r["verification"]
-            lines.append(f"| {r['name']} | {r['intended']} | {v['label']} | {'; '.join(v['reasons'])} |")
+        mark = "" if (ours["category"] or "healthy") == r["truth"] else " ✗"
+        lines.append(
+            f"| {name} | {r['group']} | {r['split']} | {r['built_as']} | {r['truth']} | "
+            f"{r['gradient_opinion']['label']} | {ours['category'] or 'healthy'}{mark} | "
+            f"{ours['layer'] or '–'} ({r['truth_layer'] or '–'}) | {r['AUTOTRAINER']['category'] or 'healthy'} | "
+            f"{r['DeepDiagnosis']['category'] or 'healthy'} | {r['naive ratio']['category'] or 'healthy'} | "
+            f"{r['diagnosis_seconds']:.1f} |")
+    if s["not_labelled"]:
+        lines += ["", "## Selected but not run (no outcome label yet)", "", ", ".join(s["not_labelled"])]
+    unscored = [n for n in s["not_scored"]]
+    if unscored:
+        lines += ["", "## Not scored", "", "| entry | built as | outcome | why |", "|---|---|---|---|"]
+        for name in unscored:
+            record = labels.get(name) or {}
+            why = "; ".join(record.get("reasons", [])) or "no detection row (not run yet, or failed)"
+            lines.append(f"| {name} | {record.get('built_as', '?')} | {record.get('label', 'not labelled')} | {why} |")
     return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------
-
-def select(args) -> list:
-    if args.only:
-        names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in zoo.BY_NAME]
-        if unknown:
-            raise SystemExit(f"There is no zoo entry called '{unknown[0]}'. "
-                             f"Choose from: {', '.join(zoo.BY_NAME)}.")
-        return [zoo.BY_NAME[n] for n in names]
-    if args.quick:
-        return [entry for entry in zoo.ZOO if entry.quick]
-    return list(zoo.ZOO)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("--quick", action="store_true", help="only the representative entries")
+    parser.add_argument("--family", choices=FAMILY_CHOICES, default="all",
+                        help="which entries (default all: zoo, third-party, real bugs)")
+    parser.add_argument("--quick", action="store_true", help="only the representative entries of each family")
     parser.add_argument("--only", help="comma-separated entry names")
-    parser.add_argument("--list", action="store_true", help="list the zoo and exit")
+    parser.add_argument("--third-party", choices=("all", "quick"), default="all",
+                        help="every keras.applications model (all) or the representative few (quick)")
+    parser.add_argument("--list", action="store_true", help="list the entries and exit")
+    parser.add_argument("--labels-only", action="store_true", help="compute the outcome labels and stop")
+    parser.add_argument("--false-alarms", action="store_true",
+                        help="also diagnose every healthy third-party model at batch 16/32, seeds 0-4 (long)")
+    parser.add_argument("--false-alarms-only", action="store_true",
+                        help="run only the false-alarm sweep, then render from the caches")
+    parser.add_argument("--report-only", action="store_true",
+                        help="render results from the caches without training anything")
+    parser.add_argument("--refresh", action="store_true", help="ignore cached detection and false-alarm runs")
+    parser.add_argument("--refresh-labels", action="store_true", help="recompute the outcome labels")
     parser.add_argument("--steps", type=int, default=30, help="probe steps (default 30)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-fit", action="store_true", help="skip the model.fit timing")
     parser.add_argument("--repair", action="store_true",
-                        help="also search for a fix (gradadvisor.search) and count repairs")
+                        help="also search for a fix (gradadvisor.search) on faulty entries and count repairs")
     parser.add_argument("--max-trials", type=int, default=4, help="search trials per entry (--repair)")
     parser.add_argument("--trial-steps", type=int, default=60, help="steps per trial (--repair)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks"),
-                        help="folder for results.json and results.md (default benchmarks/)")
+    parser.add_argument("--out", default=str(BENCHMARKS),
+                        help="folder for results.*, labels.* and cache/ (default benchmarks/)")
     args = parser.parse_args(argv)
-    if args.list:
-        for entry in zoo.ZOO:
-            print(f"{entry.name:38s} {entry.family:14s} {entry.label:11s} {entry.description}")
-        return 0
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1; got {args.steps}.")
-    if args.repair:
-        try:
-            import gradadvisor.search  # noqa: F401
-        except ImportError as error:
-            parser.error(f"--repair needs gradadvisor.search.recommend, which could not be imported "
-                         f"({error}). Run without --repair, or install a gradadvisor that has it.")
-    entries = select(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    import_keras()
+    chosen = select(args.family, args.quick, args.only, third_party_quick=args.third_party == "quick")
+    if args.list:
+        for entry, group in chosen:
+            print(f"{entry.name:40s} {group:12s} {entry.label:11s} {entry.description}")
+        return 0
     started = time.perf_counter()
-    rows, rejected = [], []
-    with tempfile.TemporaryDirectory(prefix="gradadvisor-benchmark-") as workdir:
-        for number, entry in enumerate(entries, start=1):
-            entry_started = time.perf_counter()
-            row = run_entry(entry, args, workdir)
-            if row["accepted"]:
-                rows.append(row)
-                got = row["gradadvisor"]["category"] or "healthy"
-                log(f"[{number}/{len(entries)}] {entry.name}: {entry.label} -> gradadvisor {got} "
-                    f"({time.perf_counter() - entry_started:.1f} s)")
-            else:
-                rejected.append(row)
-                log(f"[{number}/{len(entries)}] {entry.name}: REJECTED, measured "
-                    f"{row['verification']['label']}: {'; '.join(row['verification']['reasons'])}")
-    seconds = time.perf_counter() - started
-    summary = summarize(rows, rejected, args, seconds)
-    markdown = render_markdown(summary, rows, rejected)
-    results = {"summary": summary, "entries": rows, "rejected": rejected}
-    (out / "results.json").write_text(json.dumps(_plain(results), indent=2) + "\n")
-    (out / "results.md").write_text(markdown)
+    everything = chosen
+    if args.false_alarms_only:
+        import_keras()
+        ensure_false_alarms([e for e, g in chosen if g == "third-party" and e.label == "healthy"], args)
+        args.report_only = True
+    if args.report_only:
+        cached = read_json(Path(args.out) / "labels.json", {}).get("entries", {})
+        everything = chosen
+        chosen = [(e, g) for e, g in chosen if e.name in cached]
+        args.not_labelled = [e.name for e, _ in everything if e.name not in cached]
+        labels = {e.name: cached[e.name] for e, _ in chosen}
+    else:
+        import_keras()
+        labels = ensure_labels(chosen, seed=args.seed, path=Path(args.out) / "labels.json",
+                               refresh=args.refresh_labels)
+    if args.labels_only:
+        return 0
+    forced = calibration_names()
+    split = assign_split([(e.name, (g, labels[e.name]["label"])) for e, g in chosen], forced)
+    if args.report_only:
+        key = f"{code_fingerprint()}/steps={args.steps}/seed={args.seed}" + ("/repair" if args.repair else "")
+        cached_rows = read_json(Path(args.out) / "cache" / "detection.json", {}).get("rows", {})
+        rows = {e.name: cached_rows[e.name] for e, _ in chosen if e.name in cached_rows
+                and cached_rows[e.name].get("cache_key") == key
+                and cached_rows[e.name].get("truth") == labels[e.name]["label"]}
+    else:
+        rows = ensure_rows(chosen, labels, args)
+    healthy_third_party = [e for e, g in (everything if args.report_only else chosen)
+                           if g == "third-party" and e.label == "healthy"]
+    false_alarms = None
+    if healthy_third_party and (args.false_alarms or args.report_only):
+        if args.false_alarms and not args.report_only:
+            runs = ensure_false_alarms(healthy_third_party, args)
+        else:
+            fingerprint = code_fingerprint()
+            runs = {k: r for k, r in read_json(Path(args.out) / "cache" / "false_alarms.json", {}).get("runs", {}).items()
+                    if r.get("fingerprint") == fingerprint
+                    and r["entry"] in {e.name for e in healthy_third_party}}
+        if runs:
+            false_alarms = summarize_false_alarms(runs, healthy_third_party, labels)
+    summary = summarize(chosen, labels, split, rows, false_alarms, args, time.perf_counter() - started)
+    markdown = render_markdown(summary, rows, labels)
+    out = Path(args.out)
+    write_json(out / "results.json", {"summary": summary, "entries": rows,
+                                      "split": {e.name: split[e.name] for e, _ in chosen}})
+    write_atomic(out / "results.md", markdown)
     print(markdown)
     return 0
 

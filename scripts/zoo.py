@@ -94,6 +94,9 @@ class Entry:
         batch_size: Batch size of the verification run, the probe and the fit.
         quick: Part of the ``--quick`` selection.
         tags: Optimizer, learning rate, activation, initializer, normalization, data.
+        reference: Optional ``reference(seed) -> (compiled model, Dataset)``: the
+            sane version of the same architecture that the outcome labeller
+            (``outcome_labels.py``) trains as a control; None lets it derive one.
     """
 
     name: str
@@ -106,6 +109,7 @@ class Entry:
     batch_size: int = 32
     quick: bool = False
     tags: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
+    reference: Callable | None = dataclasses.field(default=None, hash=False, compare=False)
 
     def build(self, seed: int = 0):
         _, keras = import_keras()

@@ -111,26 +111,180 @@ def test_deepdiagnosis_saturation_and_vanishing_thresholds():
     assert (vanishing["category"], vanishing["layer"]) == ("vanishing", "dense_1")
 
 
+# --------------------------------------------------------------------------
+# Outcome labels: real training of tiny entries (a few dozen steps)
+
+import outcome_labels as outcome  # noqa: E402
+
+
+def _iris_mlp(activation, optimizer, bias=0.0, init="he_normal"):
+    def build(seed):
+        import keras
+
+        data = zoo.iris()
+        model = keras.Sequential([
+            keras.Input(shape=(4,)),
+            keras.layers.Dense(16, activation=activation, kernel_initializer=init,
+                               bias_initializer=keras.initializers.Constant(bias), name="dense_1"),
+            keras.layers.Dense(16, activation=activation, kernel_initializer=init,
+                               bias_initializer=keras.initializers.Constant(bias), name="dense_2"),
+            keras.layers.Dense(3, activation="softmax", name="output")])
+        model.compile(optimizer=optimizer(), loss="sparse_categorical_crossentropy")
+        return model, data
+
+    return build
+
+
+def _entry(name, label, builder, reference=None):
+    return zoo.Entry(name, "mlp", label, builder, "tiny test entry", steps=60, batch_size=16,
+                     reference=reference)
+
+
+@pytest.fixture(scope="module")
+def tiny_labels():
+    import keras
+
+    healthy = _iris_mlp("relu", lambda: keras.optimizers.Adam(3e-2))
+    entries = [
+        _entry("tiny-healthy", "healthy", healthy),
+        _entry("tiny-exploding", "exploding",
+               _iris_mlp("relu", lambda: keras.optimizers.SGD(30.0, momentum=0.9), init="glorot_uniform"),
+               reference=healthy),
+        _entry("tiny-dead", "dead_units", _iris_mlp("relu", lambda: keras.optimizers.Adam(1e-3), bias=-20.0)),
+    ]
+    return {entry.name: outcome.label(entry) for entry in entries}
+
+
+def test_outcome_labeller_calls_a_tiny_mlp_that_learns_healthy(tiny_labels):
+    verdict = tiny_labels["tiny-healthy"]
+    run = verdict["runs"]["as_built"]
+    assert verdict["label"] == "healthy", verdict["reasons"]
+    assert run["final_loss"] <= outcome.LEARNED_RATIO * run["chance_loss"]
+    assert set(verdict["runs"]) == {"as_built"}  # no control run was needed
+
+
+def test_outcome_labeller_calls_a_diverging_model_exploding_after_a_control_learns(tiny_labels):
+    verdict = tiny_labels["tiny-exploding"]
+    assert verdict["label"] == "exploding", verdict["reasons"]
+    assert outcome.diverged(verdict["runs"]["as_built"]) is not None
+    controls = [verdict["runs"][name] for name in ("lower_lr", "reference") if name in verdict["runs"]]
+    assert any(outcome.learned(run) for run in controls)
+
+
+def test_outcome_labeller_calls_units_dead_on_every_sample_dead(tiny_labels):
+    verdict = tiny_labels["tiny-dead"]
+    assert verdict["label"] == "dead_units", verdict["reasons"]
+    assert verdict["runs"]["as_built"]["dead_fraction"] == 1.0
+
+
+def test_reference_fix_swaps_saturating_activations_and_recurrent_cells():
+    import keras
+
+    model, _ = zoo.BY_NAME["deep-sigmoid-sgd-digits"].build(0)
+    fixed = outcome.reference_model(model, 0)
+    hidden = [layer for layer in fixed.layers if layer.name.startswith("dense_")]
+    assert hidden and all(layer.get_config()["activation"] == "relu" for layer in hidden)
+    assert fixed.layers[-1].get_config()["activation"] == "softmax"
+    assert isinstance(fixed.optimizer, keras.optimizers.Adam)
+    rnn, _ = zoo.BY_NAME["simplernn-short-recall"].build(0)
+    assert any(isinstance(layer, keras.layers.LSTM) for layer in outcome.reference_model(rnn, 0).layers)
+
+
+# --------------------------------------------------------------------------
+# Calibration / test split
+
+import benchmark  # noqa: E402
+
+
+def test_split_is_deterministic_honours_the_calibration_list_and_each_stratum():
+    items = [(f"entry-{i}", ("MLP", "healthy" if i % 2 else "vanishing")) for i in range(40)]
+    forced = {"entry-3", "entry-8"}
+    first = benchmark.assign_split(items, forced)
+    assert first == benchmark.assign_split(list(reversed(items)), forced)
+    assert first["entry-3"] == first["entry-8"] == "calibration"
+    share = sum(v == "calibration" for v in first.values()) / len(first)
+    assert 0.25 <= share <= 0.6
+    for stratum in {s for _, s in items}:
+        sides = {first[n] for n, s in items if s == stratum}
+        assert sides == {"calibration", "test"}
+    # Adding entries never moves one already assigned.
+    more = benchmark.assign_split(items + [(f"new-{i}", ("CNN", "healthy")) for i in range(5)], forced)
+    assert all(more[name] == side for name, side in first.items())
+
+
+def test_calibration_list_is_read_from_backticked_names(tmp_path):
+    path = tmp_path / "calibration.md"
+    path.write_text("# Calibration\n\n- `gru-short-adding`: GA102\n- `docs-bilstm` and `convnext-tiny`\n")
+    assert benchmark.calibration_names(path) == {"gru-short-adding", "docs-bilstm", "convnext-tiny"}
+    assert benchmark.calibration_names(tmp_path / "absent.md") == set()
+    listed = benchmark.calibration_names()
+    assert {"gru-short-adding", "large-init-cnn-relu", "convnext-tiny", "docs-bilstm",
+            "mobilenet-v2-sigmoid-nonorm"} <= listed
+
+
+# --------------------------------------------------------------------------
+# Peers: n/a where they do not cover a category or do not localise
+
+
+def _row(truth, verdicts, layer=None):
+    return {"truth": truth, "truth_layer": "dense_2" if truth != "healthy" else None,
+            "layer_order": {"dense_1": 0, "dense_2": 1, "output": 2},
+            **{name: {"category": verdicts.get(name), "layer": layer} for name in benchmark.DETECTORS}}
+
+
+def test_peers_show_na_for_categories_they_do_not_cover_and_for_localisation():
+    rows = [_row("saturation", {"gradadvisor": "saturation", "DeepDiagnosis": "saturation"}, "dense_2"),
+            _row("dead_units", {"gradadvisor": "dead_units", "AUTOTRAINER": "dead_units"}, "dense_2"),
+            _row("healthy", {})]
+    auto = benchmark.metrics(rows, "AUTOTRAINER")
+    assert auto["categories"]["saturation"]["recall"] == "n/a"
+    assert auto["categories"]["dead_units"]["recall"] == 1.0
+    assert auto["localisation"]["accuracy"] == "n/a"
+    assert auto["num_scored"] == 2  # the saturation entry is outside its coverage
+    naive = benchmark.metrics(rows, "naive ratio")
+    assert naive["categories"]["dead_units"]["precision"] == "n/a"
+    deep = benchmark.metrics(rows, "DeepDiagnosis")
+    assert deep["categories"]["saturation"]["recall"] == 1.0
+    assert deep["localisation"]["hits"] == 1
+    ours = benchmark.metrics(rows, "gradadvisor")
+    assert ours["localisation"] == {"accuracy": 1.0, "hits": 2, "cases": 2}
+    table = "\n".join(benchmark._detection_table({"AUTOTRAINER": auto}))
+    assert "| n/a | n/a |" in table and table.rstrip().endswith("n/a |")
+
+
+def test_real_bug_providers_are_modules_with_an_entries_function(tmp_path, monkeypatch):
+    folder = tmp_path / "bugs_for_test"
+    folder.mkdir()
+    (folder / "one.py").write_text(
+        "import zoo\n\ndef entries():\n    return [zoo.BY_NAME['deep-sigmoid-sgd-digits']]\n")
+    (folder / "_helper.py").write_text("raise RuntimeError('helpers are not providers')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = benchmark.real_bug_entries(folder)
+    assert [entry.name for entry in found] == ["deep-sigmoid-sgd-digits"]
+    assert benchmark.real_bug_entries(tmp_path / "absent") == []
+
+
 @pytest.mark.slow
-def test_quick_benchmark_runs_end_to_end(tmp_path):
+def test_benchmark_runs_end_to_end_and_rerenders_from_its_caches(tmp_path):
     entries = ["shallow-sigmoid-sgd-cancer", "deep-sigmoid-sgd-digits", "large-init-relu-sgd-digits",
                "sigmoid-raw-wine"]
-    result = subprocess.run(
-        [sys.executable, str(SCRIPTS / "benchmark.py"), "--quick", "--only", ",".join(entries),
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300)
+    command = [sys.executable, str(SCRIPTS / "benchmark.py"), "--family", "zoo", "--only", ",".join(entries),
+               "--out", str(tmp_path), "--no-fit"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| gradadvisor |" in result.stdout and "| AUTOTRAINER |" in result.stdout
+    assert "## Detection on the test split" in result.stdout
+    labels = json.loads((tmp_path / "labels.json").read_text())["entries"]
+    assert set(labels) == set(entries)
     data = json.loads((tmp_path / "results.json").read_text())
     summary = data["summary"]
-    assert summary["schema"] == "gradadvisor.benchmark/1"
-    assert summary["num_candidates"] == len(entries)
-    accepted = {row["name"]: row for row in data["entries"]}
-    assert set(accepted) | {row["name"] for row in data["rejected"]} == set(entries)
-    for row in accepted.values():
+    assert summary["schema"] == "gradadvisor.benchmark/2"
+    assert set(data["split"]) == set(entries) and set(data["split"].values()) <= {"calibration", "test"}
+    for name, row in data["entries"].items():
+        assert row["truth"] == labels[name]["label"]
+        assert "label" in row["gradient_opinion"]
         for detector in ("gradadvisor", "AUTOTRAINER", "DeepDiagnosis", "naive ratio"):
             assert "category" in row[detector]
-        assert row["diagnosis_seconds"] > 0 and row["fit_seconds"] > 0
-    assert set(summary["metrics"]) == {"gradadvisor", "AUTOTRAINER", "DeepDiagnosis", "naive ratio"}
-    assert "time_to_diagnosis" in summary and "overhead_vs_fit" in summary
-    assert (tmp_path / "results.md").read_text().startswith("# gradadvisor benchmark")
+    assert summary["label_agreement"]["compared"] == len(data["entries"])
+    again = subprocess.run(command + ["--report-only"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "results.json").read_text())["entries"].keys() == data["entries"].keys()
