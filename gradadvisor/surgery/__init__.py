@@ -21,12 +21,13 @@ and the compiled optimizer would be thrown away anyway.
 """
 
 from .optimizer import optimizer_for
-from .rewrite import OPTIMIZER, apply_setup, describe_changes
+from .rewrite import OPTIMIZER, Rewrite, apply_setup, describe_changes, kept_layers, rewrite
 from .setups import ACTIVATIONS, CLIPPINGS, INITIALIZERS, NORMALIZATIONS, RECURRENCES, Setup
 from .snippets import snippet
 
-__all__ = ["Setup", "apply_setup", "describe_changes", "optimizer_for", "snippet", "INITIALIZERS",
+__all__ = ["Setup", "apply_setup", "rewrite", "Rewrite", "kept_layers", "describe_changes", "optimizer_for", "snippet", "INITIALIZERS",
            "ACTIVATIONS", "NORMALIZATIONS", "CLIPPINGS", "RECURRENCES", "OPTIMIZER"]
 
 # Public classes show the path users import them from.
 Setup.__module__ = __name__
+Rewrite.__module__ = __name__
