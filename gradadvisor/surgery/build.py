@@ -153,7 +153,41 @@ def _new_layer(plan: _LeafPlan, keras):
     """The leaf layer the plan describes, unbuilt."""
     if plan.replacement is not None:
         return plan.replacement.build(keras)
-    return type(plan.layer).from_config(_edited_config(plan.config, plan.edits))
+    config = _edited_config(plan.config, plan.edits)
+    try:
+        return type(plan.layer).from_config(config)
+    except Exception:
+        live = _with_live_functions(config, plan.layer)
+        if live is None:
+            raise
+        return type(plan.layer).from_config(live)
+
+
+_FUNCTION_KEYS = ("activation", "recurrent_activation")
+
+
+def _with_live_functions(config: dict, layer):
+    """``config`` with serialized custom functions (an unregistered activation, which
+    ``from_config`` cannot find) replaced by the layer's own function objects, or
+    None if it holds none."""
+    replaced = dict(config)
+    found = False
+    for key in _FUNCTION_KEYS:
+        live = getattr(layer, key, None)
+        if isinstance(config.get(key), dict) and callable(live):
+            replaced[key] = live
+            found = True
+    inner = getattr(layer, "layer", None)
+    if isinstance(config.get("layer"), dict) and isinstance(config["layer"].get("config"), dict) and inner:
+        nested = _with_live_functions(config["layer"]["config"], inner)
+        if nested is not None:
+            # A wrapper deserializes its inner layer itself: hand it the rebuilt layer.
+            try:
+                replaced["layer"] = type(inner).from_config(nested)
+                found = True
+            except Exception:  # keep the serialized inner layer; the caller reports the error
+                pass
+    return replaced if found else None
 
 
 def _rebuild_error(plan: _LeafPlan, error: Exception) -> SurgeryError:

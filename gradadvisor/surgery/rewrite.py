@@ -9,11 +9,11 @@ from .._tf import import_keras
 from ..errors import SurgeryError, UsageError
 from ..probe import _is_graph_model, leaf_layers
 from .activations import _plan_activation
-from .build import _Builder, _PlanFailed
+from .build import _Builder, _new_layer, _PlanFailed
 from .initializers import _plan_initializer
 from .normalization import _plan_normalization
 from .optimizer import _CLIP_KEYS, _compile_arguments, _optimizer_configs, _tidy, optimizer_for
-from .plan import _LeafPlan, _Names, _edited_config, _entry, _skip
+from .plan import _LeafPlan, _Names, _entry, _skip
 from .recurrence import _plan_recurrence
 from .setups import Setup, _as_setup
 from .structure import _Structure
@@ -56,7 +56,7 @@ def _plan(model, setup: "Setup", scope, keras) -> tuple:
     for path, plan in plans.items():
         if plan.changed and plan.replacement is None:
             try:
-                type(plan.layer).from_config(_edited_config(plan.config, plan.edits))
+                _new_layer(plan, keras)
             except Exception as error:  # the layer class refuses the new settings
                 _keep(plan, skipped, error)
     return structure, plans, _in_order(skipped, plans)
@@ -75,12 +75,17 @@ def _config_of(path, layer) -> dict:
 def _keep(plan: _LeafPlan, skipped: list, error: Exception) -> None:
     """Drop a plan's changes after they failed, and say why."""
     what = ", ".join(sorted({entry["change"] for entry in plan.changes()})) or "its changes"
-    message = " ".join(str(error).split())
+    message = str(error)
+    # Keras wraps a layer's own error after a dump of its whole config.
+    marker = "Exception encountered:"
+    if marker in message:
+        message = message.rsplit(marker, 1)[1]
+    message = " ".join(message.split()) or type(error).__name__
     if len(message) > 160:
         message = message[:157] + "..."
     plan.keep()
     skipped.append(_skip(plan.path, f"{type(plan.layer).__name__} could not be rebuilt with the new "
-                         f"{what} ({type(error).__name__}: {message})"))
+                         f"{what} ({message})"))
 
 
 def _in_order(skipped: list, plans: dict) -> list:
