@@ -27,10 +27,11 @@ building, that they plan no change.
 Usage:
     python scripts/sweep_applications.py [--models MobileNetV2,ResNet50]
         [--dimensions initializer,batchnorm-before] [--timeout 900]
-        [--output benchmarks/applications.md]
+        [--output benchmarks/applications.md] [--json results.json] [--update results.json]
 
 Writes the markdown table to ``--output`` after every model (atomically), so
-a stopped sweep keeps what it measured.
+a stopped sweep keeps what it measured; ``--update earlier.json`` reruns some
+models and keeps the earlier run's results for the others.
 """
 
 from __future__ import annotations
@@ -264,6 +265,9 @@ def main():
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per model (default 900)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "applications.md"))
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--update", metavar="JSON",
+                        help="start from the results of an earlier run (its --json file): the models run "
+                             "now replace theirs, and the table shows them all")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     dimensions = args.dimensions.split(",") if args.dimensions else list(DIMENSIONS) + list(NO_OP_DIMENSIONS)
@@ -278,19 +282,25 @@ def main():
     if unknown:
         parser.error(f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}")
     command = "python scripts/sweep_applications.py" + "".join(
-        f" {flag} {value}" for flag, value in (("--models", args.models), ("--dimensions", args.dimensions))
+        f" {flag} {value}" for flag, value in (("--models", args.models), ("--dimensions", args.dimensions),
+                                               ("--timeout", args.timeout if args.timeout != 900.0 else None))
         if value)
+    earlier = json.loads(Path(args.update).read_text(encoding="utf-8")) if args.update else []
+    if args.update:
+        command += f" (updating {len(earlier)} earlier results)"
     results, started = [], time.perf_counter()
     for index, name in enumerate(models):
         result = _run_child(name, dimensions, args.timeout)
+        earlier = [old for old in earlier if old["model"] != name]
         results.append(result)
+        shown = sorted(earlier + results, key=lambda item: MODELS.index(item["model"]))
         brief = result.get("build_error") or ", ".join(
             f"{row['dimension']} {row['status']} {row['seconds']}s" for row in result["rows"])
         print(f"{name}: {brief}", flush=True)
-        _write(Path(args.output), _markdown(results, dimensions, command, time.perf_counter() - started,
+        _write(Path(args.output), _markdown(shown, dimensions, command, time.perf_counter() - started,
                                             pending=models[index + 1:]))
         if args.json:
-            _write(Path(args.json), json.dumps(results, indent=1))
+            _write(Path(args.json), json.dumps(shown, indent=1))
 
 
 if __name__ == "__main__":

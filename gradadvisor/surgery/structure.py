@@ -21,7 +21,7 @@ _PASSTHROUGH_LAYERS = _ACTIVATION_LAYERS | frozenset({
     "GaussianNoise", "AlphaDropout", "Flatten", "Reshape", "Permute", "RepeatVector",
     "ActivityRegularization", "Identity"})
 # A layer or operation that multiplies two tensors: what feeds it is a gate.
-_GATE_CONSUMERS = frozenset({"Multiply", "multiply"})
+_GATE_CONSUMERS = frozenset({"Multiply"})
 
 
 class _Structure:
@@ -38,6 +38,7 @@ class _Structure:
         outputs: Paths of the output layers, including the layer before a
             trailing weightless layer or operation (``Dense`` before
             ``Activation("softmax")``).
+        predecessors: ``{node: [nodes]}``, the reverse of ``successors``.
         ranks: ``{path: rank}`` of each leaf's output where the graph says it.
         names: Every layer and model name in the model, nested ones too.
         sequence: Whether the model has a recurrent layer.
@@ -115,6 +116,7 @@ class _Structure:
         for source, targets in self.successors.items():
             for target in targets:
                 predecessors.setdefault(target, []).append(source)
+        self.predecessors = predecessors
         outputs, pending = set(), list(tails)
         while pending:
             node = pending.pop()
@@ -138,22 +140,41 @@ class _Structure:
                    for after in self.leaf_successors(path))
 
     def feeds_gate(self, path) -> bool:
-        """Whether ``path``'s output, through weightless layers and operations,
-        multiplies another tensor: a gate such as a squeeze-and-excitation
-        sigmoid or MobileNetV3's hard sigmoid ``ReLU(6.)(x + 3.) / 6``."""
-        seen, pending = set(), list(self.successors[path])
+        """Whether ``path`` is a gate: its output, through weightless layers and
+        operations, multiplies a tensor that does not come from it.
+
+        A squeeze-and-excitation sigmoid, or MobileNetV3's hard sigmoid
+        ``ReLU(6.)(x + 3.) / 6``, scales the block's input; the block's input
+        itself feeds the same multiplication but also the gate, so it is not one.
+        A multiplication by a constant is a scaling, not a gate.
+        """
+        downstream = self._reachable(path)
+        seen, pending = set(), [(node, path) for node in self.successors[path]]
         while pending:
-            node = pending.pop()
+            node, came_from = pending.pop()
             if node in seen:
                 continue
             seen.add(node)
             name = (node.operation_class if isinstance(node, _OperationKey)
                     else type(self.leaves[node]).__name__)
             if name in _GATE_CONSUMERS:
-                return True
-            if self._passes_through(node):
-                pending.extend(self.successors[node])
+                others = [other for other in self.predecessors.get(node, []) if other != came_from]
+                if others and not any(other in downstream for other in others):
+                    return True
+                if others:
+                    continue
+            if self._passes_through(node) or name in _GATE_CONSUMERS:
+                pending.extend((after, node) for after in self.successors[node])
         return False
+
+    def _reachable(self, path) -> set:
+        found, pending = set(), list(self.successors[path])
+        while pending:
+            node = pending.pop()
+            if node not in found:
+                found.add(node)
+                pending.extend(self.successors[node])
+        return found
 
 
 class _OperationKey:
