@@ -426,3 +426,367 @@ def test_snippet_runs_and_shows_the_setup(keras_module):
     exec(layernorm, {})
     assert "layers.LayerNormalization()" in layernorm
     assert snippet(Setup(clipping="none")) == "# This setup keeps the model as it is: nothing to change.\n"
+
+
+# --------------------------------------------------------------------------
+# Real graphs: operation nodes, shared layers, nested models, wrappers,
+# several inputs and outputs, keras.applications.
+#
+# Each graph is built once per session; every dimension of the setup is then
+# applied to it, and the rewritten model must build, keep every layer it did
+# not re-initialise bit for bit, and take one real training step (run eagerly:
+# the same update as a compiled step, without tracing each model again).
+
+def _mobilenet(keras):
+    model = keras.applications.MobileNetV2(alpha=0.35, input_shape=(32, 32, 3), weights=None, classes=10)
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    return model, rng.normal(size=(2, 32, 32, 3)).astype("float32"), np.array([1, 7], "int32")
+
+
+def _transformer(keras, maxlen=12, vocab=40, width=16):
+    """Two encoder blocks as in the Keras docs' "Text classification with Transformer",
+    written functionally: positions from keras.ops, `x + y` residuals, a Sequential
+    feed-forward network in the first block and inline Dense layers in the second."""
+    layers = keras.layers
+    tokens = keras.Input((maxlen,), dtype="int32", name="tokens")
+    positions = keras.ops.cumsum(keras.ops.ones_like(tokens), axis=1) - 1
+    x = (layers.Embedding(vocab, width, name="token_embedding")(tokens)
+         + layers.Embedding(maxlen, width, name="position_embedding")(positions))
+    for block in range(2):
+        attention = layers.MultiHeadAttention(num_heads=2, key_dim=width, name=f"attention{block}")(x, x)
+        x = layers.LayerNormalization(epsilon=1e-6, name=f"norm{block}a")(
+            x + layers.Dropout(0.1, name=f"drop{block}a")(attention))
+        if block == 0:
+            ffn = keras.Sequential([layers.Dense(width, activation="relu", name="ffn0_in"),
+                                    layers.Dense(width, name="ffn0_out")], name="ffn0")(x)
+        else:
+            ffn = layers.Dense(width, name="ffn1_out")(layers.Dense(width, activation="relu", name="ffn1_in")(x))
+        x = layers.LayerNormalization(epsilon=1e-6, name=f"norm{block}b")(
+            x + layers.Dropout(0.1, name=f"drop{block}b")(ffn))
+    x = layers.GlobalAveragePooling1D(name="pool")(x)
+    x = layers.Dense(8, activation="relu", name="head")(x)
+    outputs = layers.Dense(2, activation="softmax", name="out")(x)
+    model = keras.Model(tokens, outputs, name="transformer")
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).integers(0, vocab, size=(4, maxlen)).astype("int32")
+    return model, x, np.array([0, 1, 0, 1], "int32")
+
+
+def _bilstm(keras):
+    """The Keras docs' bidirectional LSTM classifier, small, with a TimeDistributed Dense."""
+    layers = keras.layers
+    tokens = keras.Input((10,), dtype="int32", name="tokens")
+    x = layers.Embedding(30, 8, name="embedding")(tokens)
+    x = layers.Bidirectional(layers.LSTM(8, return_sequences=True), name="bi1")(x)
+    x = layers.TimeDistributed(layers.Dense(8, activation="tanh"), name="td")(x)
+    x = layers.Bidirectional(layers.LSTM(8), name="bi2")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="out")(x)
+    model = keras.Model(tokens, outputs, name="bilstm")
+    model.compile(keras.optimizers.SGD(0.1), "binary_crossentropy")
+    x = np.random.default_rng(0).integers(0, 30, size=(4, 10)).astype("int32")
+    return model, x, np.array([[0.0], [1.0], [1.0], [0.0]], "float32")
+
+
+def _shared(keras):
+    """One Dense and one activation layer called at two nodes each, joined by operations."""
+    layers = keras.layers
+    left, right = keras.Input((6,), name="left"), keras.Input((6,), name="right")
+    shared = layers.Dense(8, activation="tanh", name="shared")
+    squash = layers.Activation("sigmoid", name="squash")
+    projection = layers.Dense(8, name="projection")
+    a, b = squash(projection(shared(left))), squash(projection(shared(right)))
+    joined = layers.Concatenate(name="join")([a + b, keras.ops.abs(a - b)])
+    outputs = layers.Dense(1, activation="sigmoid", name="out")(joined)
+    model = keras.Model([left, right], outputs, name="siamese")
+    model.compile(keras.optimizers.SGD(0.1), "binary_crossentropy")
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(4, 6)).astype("float32"), rng.normal(size=(4, 6)).astype("float32")]
+    return model, x, np.array([[0.0], [1.0], [1.0], [0.0]], "float32")
+
+
+def _nested(keras):
+    """A Functional model inside a Functional model that also holds a Sequential one."""
+    layers = keras.layers
+    inner_in = keras.Input((8,), name="inner_in")
+    inner_hidden = layers.Dense(8, activation="sigmoid", name="inner_dense")(inner_in)
+    inner = keras.Model(inner_in, layers.Activation("tanh", name="inner_act")(inner_hidden + inner_in),
+                        name="inner")
+    block = keras.Sequential([keras.Input((8,)), layers.Dense(8, activation="sigmoid", name="block_dense"),
+                              layers.Dense(8, name="block_linear")], name="block")
+    middle_in = keras.Input((8,), name="middle_in")
+    middle = keras.Model(middle_in, block(inner(middle_in)), name="middle")
+    inputs = keras.Input((4,), name="x")
+    stem = layers.Dense(8, activation="relu", name="stem")(inputs)
+    outputs = layers.Dense(3, activation="softmax", name="out")(middle(stem))
+    model = keras.Model(inputs, outputs, name="nested")
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(4, 4)).astype("float32")
+    return model, x, np.array([0, 1, 2, 0], "int32")
+
+
+def _multi_io(keras):
+    """Two inputs (an image and a sequence), two outputs (a Softmax layer and a value),
+    slicing and reshape operations, standalone ReLU(6.), LeakyReLU, PReLU and ELU layers."""
+    layers = keras.layers
+    image, sequence = keras.Input((8, 8, 3), name="image"), keras.Input((6, 4), name="sequence")
+    c = layers.ReLU(6.0, name="conv_relu6")(layers.Conv2D(8, 3, padding="same", name="conv")(image))
+    c = layers.DepthwiseConv2D(3, padding="same", activation="sigmoid", name="depthwise")(c)
+    c = layers.LeakyReLU(negative_slope=0.1, name="leaky")(layers.Conv2D(8, 1, name="pointwise")(c))
+    pooled = layers.GlobalAveragePooling2D(name="gap")(c)
+    s = layers.SimpleRNN(8, return_sequences=True, name="rnn")(sequence)
+    s = keras.ops.reshape(s[:, -3:, :], (-1, 24))
+    s = layers.PReLU(name="prelu")(layers.Dense(8, activation="tanh", name="seq_dense")(s))
+    s = layers.ELU(name="elu")(layers.Dense(8, name="seq_linear")(s))
+    hidden = layers.Dense(16, activation="sigmoid", name="hidden")(layers.Concatenate(name="join")([pooled, s]))
+    probabilities = layers.Softmax(name="class")(layers.Dense(3, name="logits")(hidden))
+    value = layers.Dense(1, name="value")(keras.ops.concatenate([hidden, s], axis=-1))
+    model = keras.Model({"image": image, "sequence": sequence}, {"class": probabilities, "value": value},
+                        name="multi_io")
+    model.compile(keras.optimizers.SGD(0.05), loss={"class": "sparse_categorical_crossentropy", "value": "mse"})
+    rng = np.random.default_rng(0)
+    x = {"image": rng.normal(size=(4, 8, 8, 3)).astype("float32"),
+         "sequence": rng.normal(size=(4, 6, 4)).astype("float32")}
+    return model, x, {"class": np.array([0, 1, 2, 0], "int32"), "value": rng.normal(size=(4, 1)).astype("float32")}
+
+
+_GRAPHS = {"mobilenet": _mobilenet, "transformer": _transformer, "bilstm": _bilstm, "shared": _shared,
+           "nested": _nested, "multi_io": _multi_io}
+
+
+@pytest.fixture(scope="session")
+def graphs(keras_module):
+    """``{name: (model, x, y, snapshot of the weights)}``, each graph built once."""
+    built = {}
+    for name, build in _GRAPHS.items():
+        keras_module.utils.set_random_seed(0)
+        model, x, y = build(keras_module)
+        built[name] = (model, x, y, _snapshot(model))
+    return built
+
+
+_DIMENSIONS = {
+    "initializer": Setup(initializer="he_normal"),
+    "activation": Setup(activation="gelu"),
+    "inserted_activation": Setup(activation="prelu"),
+    "batchnorm_before": Setup(normalization="batchnorm_before"),
+    "batchnorm_after": Setup(normalization="batchnorm_after"),
+    "layernorm": Setup(normalization="layernorm"),
+    "irnn": Setup(recurrence="irnn"),
+    "optimizer": Setup(clipping="clipnorm", learning_rate_scale=0.1),
+}
+
+# For each graph and dimension, the layers the rewrite must change (an empty set:
+# it must change none, as the setup says for that kind of model). Output layers
+# never change; "optimizer" changes no layer anywhere.
+_EXPECTED = {
+    "mobilenet": {
+        "initializer": {"Conv1", "expanded_conv_depthwise", "block_16_project", "predictions"},
+        "activation": {"Conv1_relu", "block_16_expand_relu", "out_relu"},
+        "inserted_activation": {"Conv1_relu", "out_relu"},
+        # Every convolution is already followed by BatchNormalization.
+        "batchnorm_before": set(), "batchnorm_after": set(), "layernorm": set(), "irnn": set(),
+    },
+    "transformer": {
+        "initializer": {"attention0", "attention1", "ffn0/ffn0_in", "ffn0/ffn0_out", "ffn1_in", "ffn1_out",
+                        "head", "out"},
+        "activation": {"ffn0/ffn0_in", "ffn1_in", "head"},
+        "inserted_activation": {"ffn0/ffn0_in", "ffn1_in", "head"},
+        "batchnorm_before": {"ffn0/ffn0_in", "ffn1_in", "head"},
+        "batchnorm_after": {"ffn0/ffn0_in", "ffn1_in", "head"},
+        "layernorm": set(), "irnn": set(),
+    },
+    "bilstm": {
+        "initializer": {"bi1", "td", "bi2", "out"},
+        "activation": {"td"}, "inserted_activation": {"td"},
+        "batchnorm_before": {"td"}, "batchnorm_after": {"td"},
+        "layernorm": {"bi1", "td"}, "irnn": set(),
+    },
+    "shared": {
+        "initializer": {"shared", "projection", "out"},
+        "activation": {"shared", "squash"}, "inserted_activation": {"shared", "squash"},
+        # The BatchNormalization for the linear projection goes before or after its activation layer.
+        "batchnorm_before": {"shared", "projection"}, "batchnorm_after": {"shared", "squash"},
+        "layernorm": set(), "irnn": set(),
+    },
+    "nested": {
+        "initializer": {"stem", "middle/inner/inner_dense", "middle/block/block_dense",
+                        "middle/block/block_linear", "out"},
+        "activation": {"stem", "middle/inner/inner_dense", "middle/inner/inner_act", "middle/block/block_dense"},
+        "inserted_activation": {"stem", "middle/inner/inner_dense", "middle/inner/inner_act",
+                                "middle/block/block_dense"},
+        "batchnorm_before": {"stem", "middle/inner/inner_dense", "middle/block/block_dense"},
+        "batchnorm_after": {"stem", "middle/inner/inner_dense", "middle/block/block_dense"},
+        "layernorm": set(), "irnn": set(),
+    },
+    "multi_io": {
+        "initializer": {"conv", "depthwise", "pointwise", "rnn", "seq_dense", "seq_linear", "hidden", "logits",
+                        "value"},
+        "activation": {"conv_relu6", "depthwise", "seq_dense", "hidden"},
+        "inserted_activation": {"conv_relu6", "depthwise", "seq_dense", "hidden"},
+        "batchnorm_before": {"conv", "depthwise", "pointwise", "seq_dense", "seq_linear", "hidden"},
+        "batchnorm_after": {"conv_relu6", "depthwise", "leaky", "seq_dense", "elu", "hidden"},
+        "layernorm": {"rnn", "seq_dense", "seq_linear", "hidden"},
+        "irnn": {"rnn"},
+    },
+}
+
+
+def _leaves(model):
+    from gradadvisor.probe import leaf_layers
+
+    return dict(leaf_layers(model))
+
+
+# The optimizer dimension changes no layer: two graphs show the model is carried over whole.
+_CASES = [(graph, dimension) for graph in _GRAPHS for dimension in _DIMENSIONS
+          if dimension != "optimizer" or graph in ("transformer", "multi_io")]
+
+
+@pytest.mark.parametrize("graph, dimension", _CASES)
+def test_every_dimension_rewrites_real_graphs(keras_module, graphs, graph, dimension):
+    from gradadvisor.surgery import rewrite
+
+    model, x, y, before = graphs[graph]
+    expected = _EXPECTED[graph].get(dimension, set())
+    setup = _DIMENSIONS[dimension]
+    if not expected and dimension != "optimizer":
+        # Nothing to change: the plan says so without building anything.
+        assert [entry for entry in describe_changes(model, setup) if entry["layer"] != "(optimizer)"] == []
+        return
+    result = rewrite(model, setup)
+    changed = {entry["layer"] for entry in result.changes if entry["layer"] != "(optimizer)"}
+    if graph == "mobilenet":  # a sample of its 150 layers
+        assert expected <= changed and ("predictions" in changed) == (dimension == "initializer")
+    else:
+        assert changed == expected
+    assert result.skipped == []
+    old, new = _leaves(model), _leaves(result.model)
+    assert set(old) <= set(new)
+    reinitialised = {entry["layer"] for entry in result.changes if entry["change"].endswith("initializer")}
+    for path, layer in old.items():
+        if path in reinitialised or type(new[path]) is not type(layer):
+            continue  # re-initialised, or an activation layer replaced by another class
+        kept = layer.get_weights()
+        assert all(np.array_equal(a, b) for a, b in zip(new[path].get_weights(), kept)), path
+        assert len(new[path].get_weights()) == len(kept), path
+    for path in reinitialised:
+        assert any(not np.array_equal(a, b) for a, b in zip(new[path].get_weights(), old[path].get_weights()))
+    result.model.run_eagerly = True
+    loss = result.model.train_on_batch(x, y)
+    assert np.all(np.isfinite(np.asarray(loss, dtype="float64")))
+    _assert_unchanged(model, before, len(model.layers))
+
+
+def test_output_and_softmax_activation_layers_are_kept(keras_module, graphs):
+    from gradadvisor.surgery import rewrite
+
+    model = graphs["multi_io"][0]
+    for setup in (Setup(activation="relu", normalization="batchnorm_after"), Setup(activation="prelu")):
+        new = _leaves(rewrite(model, setup).model)
+        assert (type(new["class"]).__name__, type(new["logits"]).__name__) == ("Softmax", "Dense")
+        assert new["logits"].activation.__name__ == "linear"
+        assert type(new["leaky"]).__name__ == "LeakyReLU" and new["leaky"].negative_slope == 0.1
+        assert (type(new["prelu"]).__name__, type(new["elu"]).__name__) == ("PReLU", "ELU")
+    gelu = _leaves(rewrite(model, Setup(activation="gelu")).model)
+    # ReLU(6.) is a capped ReLU: it becomes an Activation layer of the same name.
+    assert (type(gelu["conv_relu6"]).__name__, gelu["conv_relu6"].activation.__name__) == ("Activation", "gelu")
+    changes = describe_changes(model, Setup(activation="gelu"))
+    assert {"layer": "conv_relu6", "change": "activation", "from": "relu6", "to": "gelu"} in changes
+
+
+def test_wrapped_and_shared_layers_are_rewritten_inside(keras_module, graphs):
+    from gradadvisor.surgery import rewrite
+
+    bilstm = _leaves(rewrite(graphs["bilstm"][0], Setup(initializer="glorot_normal", activation="elu")).model)
+    assert bilstm["td"].layer.activation.__name__ == "elu"
+    forward = bilstm["bi1"].forward_layer
+    assert (_initializer(forward.cell), _initializer(forward.cell, "recurrent_initializer")) == (
+        "GlorotNormal", "Orthogonal")
+    assert forward.cell.activation.__name__ == "tanh"  # recurrent layers keep their own
+    result = rewrite(graphs["shared"][0], Setup(activation="leaky_relu", normalization="batchnorm_before"))
+    shared = result.model.get_layer("shared")
+    # A shared layer stays one layer, called at both nodes, and so do the layers inserted after it.
+    assert len(shared._inbound_nodes) == 2
+    assert len(result.model.get_layer("shared_bn")._inbound_nodes) == 2
+    assert _classes(result.model).count("LeakyReLU") == 2
+
+
+def test_layers_that_cannot_be_rewritten_are_kept_and_named(keras_module):
+    from gradadvisor.surgery import kept_layers, rewrite
+
+    keras = keras_module
+
+    @keras.saving.register_keras_serializable(package="gradadvisor_tests")
+    class TanhOnlyDense(keras.layers.Dense):
+        def __init__(self, units, **kwargs):
+            if kwargs.get("activation") not in ("tanh", None):
+                raise ValueError(f"TanhOnlyDense takes tanh only, not {kwargs['activation']}")
+            super().__init__(units, **kwargs)
+
+    def scaled_tanh(x):
+        return 1.7 * keras.ops.tanh(x)
+
+    inputs = keras.Input((6,), name="x")
+    frozen = keras.layers.Dense(6, activation="sigmoid", name="frozen")
+    frozen.trainable = False
+    h = frozen(inputs)
+    h = TanhOnlyDense(6, activation="tanh", name="picky")(h)
+    h = keras.layers.Dense(6, activation=scaled_tanh, name="custom")(h)
+    main = keras.layers.ReLU(6.0, name="main_relu6")(keras.layers.Dense(6, name="pre")(h))
+    # Squeeze-and-excitation style gates: a sigmoid, and MobileNetV3's hard sigmoid.
+    gate = keras.layers.Dense(6, activation="sigmoid", name="gate")(main)
+    hard_gate = keras.layers.ReLU(6.0, name="hard_gate")(keras.layers.Dense(6, name="hard_pre")(main) + 3.0) / 6.0
+    h = keras.layers.Multiply(name="excite")([main, gate]) * hard_gate
+    outputs = keras.layers.Dense(2, activation="softmax", name="out")(h)
+    model = keras.Model(inputs, outputs, name="awkward")
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    before = _snapshot(model)
+
+    result = rewrite(model, Setup(activation="relu"))
+    assert [entry["layer"] for entry in result.skipped][:3] == ["frozen", "picky", "custom"]
+    assert {entry["layer"] for entry in result.skipped[3:]} == {"gate", "hard_gate"}
+    reasons = {entry["layer"]: entry["reason"] for entry in result.skipped}
+    assert reasons["frozen"] == "it is frozen (trainable=False), so it keeps its settings and weights"
+    assert reasons["picky"] == (
+        "TanhOnlyDense could not be rebuilt with the new activation (TanhOnlyDense takes tanh only, not relu)")
+    assert reasons["custom"] == ("its activation 'scaled_tanh' is not a built-in Keras activation, so "
+                                 "gradadvisor cannot tell whether replacing it is safe")
+    assert reasons["gate"].startswith("its sigmoid output multiplies another tensor: it is a gate")
+    assert reasons["hard_gate"].startswith("its relu6 output multiplies another tensor: it is a gate")
+    assert kept_layers(model, Setup(activation="relu")) == result.skipped
+    # The block's input feeds the multiplications too, but it is what the gates scale.
+    assert result.changes == [{"layer": "main_relu6", "change": "activation", "from": "relu6", "to": "relu"}]
+    new = result.model
+    assert [new.get_layer(name).activation.__name__ for name in ("frozen", "picky", "gate")] == [
+        "sigmoid", "tanh", "sigmoid"]
+    assert new.get_layer("hard_gate").max_value == 6.0
+    assert all(np.array_equal(a, b) for a, b in zip(_snapshot(new), before))
+    assert not new.get_layer("frozen").trainable
+    assert np.isfinite(new.train_on_batch(np.ones((2, 6), "float32"), np.array([0, 1])))
+    assert result.to_dict() == {"changes": result.changes, "skipped": result.skipped}
+
+
+def test_a_change_that_fails_to_build_is_dropped_and_the_rest_is_rewritten(keras_module):
+    from gradadvisor.surgery import kept_layers, rewrite
+
+    keras = keras_module
+    # One Dense layer applied to a sequence and to a vector: a PReLU after it is
+    # built for the first input's rank and refuses the second.
+    sequence, vector = keras.Input((5, 4), name="sequence"), keras.Input((4,), name="vector")
+    shared = keras.layers.Dense(4, activation="tanh", name="shared")
+    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(shared(sequence))
+    other = keras.layers.Dense(4, activation="tanh", name="other")(shared(vector))
+    outputs = keras.layers.Dense(1, name="out")(keras.layers.Concatenate(name="join")([pooled, other]))
+    model = keras.Model([sequence, vector], outputs, name="two_ranks")
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+
+    assert kept_layers(model, Setup(activation="prelu")) == []  # only building finds it
+    result = rewrite(model, Setup(activation="prelu"))
+    assert [entry["layer"] for entry in result.skipped] == ["shared"]
+    assert result.skipped[0]["reason"].startswith("Dense could not be rebuilt with the new activation, insert_after (")
+    assert {entry["layer"] for entry in result.changes} == {"other"}
+    assert result.model.get_layer("shared").activation.__name__ == "tanh"
+    assert _classes(result.model).count("PReLU") == 1
+    x = [np.ones((2, 5, 4), "float32"), np.ones((2, 4), "float32")]
+    assert np.isfinite(result.model.train_on_batch(x, np.zeros((2, 1), "float32")))

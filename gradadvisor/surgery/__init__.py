@@ -17,16 +17,21 @@ layer from the input model, except for layers that were re-initialised.
 Functional models are rebuilt with ``Functional._run_through_graph`` rather than
 ``keras.models.clone_model``: in Keras 3.15 ``clone_model`` recompiles the clone
 from the compile config, which raises for an unregistered custom loss or metric,
-and the compiled optimizer would be thrown away anyway.
+and the compiled optimizer would be thrown away anyway.  That method and
+``Functional._nodes_by_depth`` are the only private Keras access here, both in
+``structure.py``.  Operation nodes (``x + y``, ``keras.ops.*``) are carried over
+as they are; a layer the setup cannot rewrite is kept as it is and named, with
+the reason, in :attr:`Rewrite.skipped`.
 """
 
 from .optimizer import optimizer_for
-from .rewrite import OPTIMIZER, apply_setup, describe_changes
+from .rewrite import OPTIMIZER, Rewrite, apply_setup, describe_changes, kept_layers, rewrite
 from .setups import ACTIVATIONS, CLIPPINGS, INITIALIZERS, NORMALIZATIONS, RECURRENCES, Setup
 from .snippets import snippet
 
-__all__ = ["Setup", "apply_setup", "describe_changes", "optimizer_for", "snippet", "INITIALIZERS",
+__all__ = ["Setup", "apply_setup", "rewrite", "Rewrite", "kept_layers", "describe_changes", "optimizer_for", "snippet", "INITIALIZERS",
            "ACTIVATIONS", "NORMALIZATIONS", "CLIPPINGS", "RECURRENCES", "OPTIMIZER"]
 
 # Public classes show the path users import them from.
 Setup.__module__ = __name__
+Rewrite.__module__ = __name__

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from ..loading import activation_name
-from .plan import _LayerSpec, _LeafPlan, _Names, _find_config_value
-from .structure import _ACTIVATION_LAYERS, _is_kernel_layer, _is_recurrent
+from .plan import _LayerSpec, _LeafPlan, _Names, _find_config_value, _skip
+from .structure import _ACTIVATION_LAYERS, _is_kernel_layer, _is_recurrent, _wrapped
 
 
-def _plan_normalization(plan, setup, structure, plans, names, keras) -> None:
+def _plan_normalization(plan, setup, structure, plans, names, keras, skipped=None) -> None:
+    """Plan ``setup.normalization`` around one hidden leaf layer.
+
+    A gate (a layer whose output multiplies another tensor, as in
+    squeeze-and-excitation) gets no normalization between it and its
+    activation; it is added to ``skipped`` with the reason.
+    """
     kind = setup.normalization_kind
     path, layer = plan.path, plan.layer
     if kind is None or structure.followed_by_normalization(path):
@@ -17,17 +23,26 @@ def _plan_normalization(plan, setup, structure, plans, names, keras) -> None:
             return
         returns_sequences = (_find_config_value(plan.config, "return_sequences")
                              and not _find_config_value(plan.config, "return_state"))
-        if (_is_recurrent(layer, keras) and returns_sequences) or isinstance(layer, keras.layers.Dense):
+        if ((_is_recurrent(layer, keras) and returns_sequences)
+                or isinstance(_wrapped(layer, keras), keras.layers.Dense)):
             plan.inserts.append(_LayerSpec("LayerNormalization", {"name": names.new(f"{layer.name}_ln")}))
         return
-    if not _is_kernel_layer(layer):
+    if not _is_kernel_layer(layer, keras):
         return
     activation = plan.final_activation()
+    if structure.feeds_gate(path):
+        if activation not in (None, "linear") and skipped is not None:
+            skipped.append(_skip(path, "its output multiplies another tensor: it is a gate (as in "
+                                 "squeeze-and-excitation), so no normalization goes before its activation"))
+        return
     if activation not in (None, "linear"):
         # Dense(activation=f) becomes Dense, then BatchNormalization and f in the chosen order.
-        plan.activation_from = plan.activation_from or activation_name(layer) or "custom"
+        plan.activation_from = plan.activation_from or activation_name(_wrapped(layer, keras)) or "custom"
         plan.edits["activation"] = "linear"
         label = activation if isinstance(activation, str) else "activation"
+        if not isinstance(activation, str):
+            # A serialized custom function: the layer's own function object needs no registration.
+            activation = _wrapped(layer, keras).activation
         act = _LayerSpec("Activation", {"activation": activation, "name": names.new(f"{layer.name}_{label}")})
         batchnorm = _batchnorm_spec(plan, names)
         plan.inserts = [batchnorm, act] if kind == "batchnorm_before" else [act, batchnorm]
@@ -40,7 +55,7 @@ def _plan_normalization(plan, setup, structure, plans, names, keras) -> None:
         return
     # A linear layer followed by a separate activation layer only.
     after = structure.successors[path]
-    if len(after) != 1:
+    if len(after) != 1 or after[0] not in structure.leaves:
         return
     activation_plan = plans[after[0]]
     follower = activation_plan.layer
@@ -57,6 +72,7 @@ def _plan_normalization(plan, setup, structure, plans, names, keras) -> None:
 
 def _batchnorm_spec(plan: _LeafPlan, names: _Names) -> _LayerSpec:
     kwargs: dict = {"name": names.new(f"{plan.layer.name}_bn")}
-    if plan.config.get("data_format") == "channels_first":
-        kwargs["axis"] = 1
+    if _find_config_value(plan.config, "data_format") == "channels_first":
+        # The channel axis of a TimeDistributed convolution comes after the time axis.
+        kwargs["axis"] = 2 if "layer" in plan.config else 1
     return _LayerSpec("BatchNormalization", kwargs)

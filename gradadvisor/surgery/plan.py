@@ -40,10 +40,21 @@ class _LeafPlan:
     instances: list | None = None
 
     def final_activation(self):
-        """The activation the rebuilt layer applies, before any insert."""
+        """The activation the rebuilt layer applies, before any insert (for a
+        ``TimeDistributed`` wrapper, its inner layer's)."""
         if self.replacement is not None:
             return None
-        return self.edits.get("activation", self.config.get("activation"))
+        return self.edits.get("activation", _find_config_value(self.config, "activation"))
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.edits or self.replacement is not None or self.inserts or self.reinitialise)
+
+    def keep(self) -> None:
+        """Drop every planned change: the layer is rebuilt as it is."""
+        self.edits, self.replacement, self.inserts = {}, None, []
+        self.reinitialise, self.initializer_changes = False, []
+        self.activation_from, self.instances = None, None
 
     def changes(self) -> list:
         entries = list(self.initializer_changes)
@@ -68,6 +79,11 @@ _ACTIVATION_OF_LAYER = {"LeakyReLU": "leaky_relu", "PReLU": "prelu"}
 
 def _entry(layer, change, before, after) -> dict:
     return {"layer": layer, "change": change, "from": before, "to": after}
+
+
+def _skip(path: str, reason: str) -> dict:
+    """An entry of the kept-as-is list: a layer the setup would change but cannot."""
+    return {"layer": path, "reason": reason}
 
 
 class _Names:
