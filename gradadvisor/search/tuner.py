@@ -104,7 +104,7 @@ def _tuner_classes():
             fraction = 1.0
             if "tuner/epochs" in hp.values:
                 fraction = hp.values["tuner/epochs"] / self.max_epochs
-            result = self.runner(candidate, fraction)
+            result = self.runner(candidate, fraction, dict(hp.values))
             record = TrialRecord.from_run(trial.trial_id, hp.values, result, self.tuner_id)
             write_record(self.get_trial_dir(trial.trial_id), record)
             self.records[trial.trial_id] = record

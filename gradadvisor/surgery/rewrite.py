@@ -9,8 +9,8 @@ from .activations import _plan_activation
 from .build import _Builder
 from .initializers import _plan_initializer
 from .normalization import _plan_normalization
-from .optimizer import _CLIP_KEYS, _compile_arguments, _optimizer_configs, _tidy, optimizer_for
-from .plan import _LeafPlan, _Names, _entry
+from .optimizer import _compile_arguments, _optimizer_changes, optimizer_for
+from .plan import _LeafPlan, _Names
 from .recurrence import _plan_recurrence
 from .setups import Setup, _as_setup
 from .structure import _Structure
@@ -156,11 +156,5 @@ def describe_changes(model, setup: Setup, scope=None) -> list:
     scope = _check_scope(model, scope)
     _, plans = _plan(model, setup, scope, keras)
     entries = [entry for plan in plans.values() for entry in plan.changes()]
-    _, current, new = _optimizer_configs(model, setup, keras)
-    for key in ("learning_rate",) + _CLIP_KEYS:
-        before, after = current.get(key), new.get(key)
-        if before != after:
-            if key == "learning_rate" and isinstance(before, (int, float)):
-                before = _tidy(before)
-            entries.append(_entry(OPTIMIZER, key, before, after))
+    entries.extend(_optimizer_changes(model, setup, keras, OPTIMIZER))
     return entries
