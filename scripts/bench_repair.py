@@ -151,7 +151,13 @@ def mobilenet(keras, *, sigmoid_no_norm: bool = False):
             return keras.layers.Activation("sigmoid", name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 
-    return keras.models.clone_model(base, clone_function=clone)
+    def call(layer, *args, **kwargs):
+        # BatchNormalization was called with training/mask arguments its stand-in does not take.
+        if type(layer).__name__ in ("Identity", "Activation"):
+            return layer(*args)
+        return layer(*args, **kwargs)
+
+    return keras.models.clone_model(base, clone_function=clone, call_function=call)
 
 
 def transformer(keras, vocab: int, length: int, classes: int):
