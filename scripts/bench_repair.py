@@ -100,13 +100,27 @@ def check_repair(name: str, model, x, y, *, batch_size: int, workdir: str, class
 # --------------------------------------------------------------------------
 # The zoo
 
-def zoo_rows(only, workdir):
+def interleaved(entries: list) -> list:
+    """The entries taking each label in turn, so a partial run covers every label."""
+    by_label: dict = {}
+    for entry in entries:
+        by_label.setdefault(entry.label, []).append(entry)
+    queues = list(by_label.values())
+    order = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                order.append(queue.pop(0))
+    return order
+
+
+def zoo_rows(only, workdir, shard=(0, 1), done=()):
     import zoo
     from gradadvisor._tf import import_keras
 
     _, keras = import_keras()
-    for entry in zoo.ZOO:
-        if entry.label == "healthy" or (only and entry.name not in only):
+    for entry in interleaved([e for e in zoo.ZOO if e.label != "healthy"])[shard[0]::shard[1]]:
+        if (only and entry.name not in only) or entry.name in done:
             continue
         keras.backend.clear_session()
         model, data = entry.build(0)
@@ -293,6 +307,7 @@ def main():
     parser.add_argument("--sabotaged", action="store_true", help="the sabotaged third-party graphs")
     parser.add_argument("--only", help="comma-separated names")
     parser.add_argument("--jsonl", help="append each row here as it finishes")
+    parser.add_argument("--shard", default="0/1", help="I/N: run every N-th zoo entry from the I-th (default 0/1)")
     parser.add_argument("--markdown", metavar="JSONL", help="print the tables of a finished run and exit")
     args = parser.parse_args()
     if args.markdown:
@@ -302,9 +317,14 @@ def main():
     if not (args.zoo or args.sabotaged):
         parser.error("Pass --zoo, --sabotaged or both.")
     only = set(args.only.split(",")) if args.only else None
+    done = set()
+    if args.jsonl and Path(args.jsonl).exists():
+        # Resume: entries already measured in this file are not run again.
+        done = {json.loads(line)["name"] for line in Path(args.jsonl).read_text().splitlines() if line.strip()}
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        sources = ([zoo_rows(only, workdir)] if args.zoo else []) + (
+        index, count = (int(part) for part in args.shard.split("/"))
+        sources = ([zoo_rows(only, workdir, (index, count), done)] if args.zoo else []) + (
             [sabotaged_rows(only, workdir)] if args.sabotaged else [])
         for source in sources:
             for row in source:

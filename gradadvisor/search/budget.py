@@ -27,8 +27,11 @@ MIN_TRIAL_STEPS = 20
 MIN_TRIALS = 4
 SMALL_MODEL_SECONDS = 30.0
 LARGE_MODEL_SECONDS = 130.0
-#: Seconds of trials per second of measured probe step.
+#: Seconds of trials per second of measured probe step (tracing included).
 _SECONDS_PER_STEP_SECOND = 600.0
+#: Seconds of trials per second of a plain training step (tracing excluded),
+#: as the first trial measures it.
+_SECONDS_PER_PLAIN_STEP_SECOND = 900.0
 
 
 def sequence_length(model) -> int | None:
@@ -82,12 +85,33 @@ def size_budget(model, probe, *, max_trials: int, trial_steps: int | None, confi
             if affordable < trial_steps:
                 trial_steps = max(MIN_TRIAL_STEPS, affordable)
                 sized.append(f"trials of {trial_steps} steps at a measured {step_seconds:.2g} s per probe step")
-    if time_budget is None and step_seconds and not distributed:
+    automatic = time_budget is None and bool(step_seconds) and not distributed
+    if automatic:
         time_budget = round(_trial_seconds(step_seconds), 1)
         sized.append(f"new trials stop after {time_budget:g} s (measured {step_seconds:.2g} s per probe step)")
     return {"max_trials": max_trials, "trial_steps": int(trial_steps),
             "confirm_steps": int(confirm_steps or 2 * trial_steps), "time_budget": time_budget,
-            "tuner": tuner, "sized": sized}
+            "tuner": tuner, "sized": sized, "automatic_time_budget": automatic}
+
+
+def resize_time_budget(budget: dict, plain_step_seconds: float | None) -> bool:
+    """Re-size an automatic time budget from the first trial's plain step time.
+
+    The diagnosis's probe time includes tracing, which dominates on small
+    models; the first trial measures a training step without it.  Returns
+    whether the budget changed.
+    """
+    if not budget.get("automatic_time_budget") or not plain_step_seconds:
+        return False
+    budget["automatic_time_budget"] = False
+    seconds = round(min(LARGE_MODEL_SECONDS, max(SMALL_MODEL_SECONDS,
+                                                 _SECONDS_PER_PLAIN_STEP_SECOND * plain_step_seconds)), 1)
+    if seconds == budget["time_budget"]:
+        return False
+    budget["time_budget"] = seconds
+    budget["sized"].append(f"new trials stop after {seconds:g} s (the first trial measured "
+                           f"{plain_step_seconds:.2g} s per training step)")
+    return True
 
 
 def _trial_seconds(step_seconds: float) -> float:

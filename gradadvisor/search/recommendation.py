@@ -18,7 +18,7 @@ from typing import Callable
 from .._tf import import_keras
 from ..errors import SurgeryError, UsageError
 from ..loading import Data, resolve_loss
-from .budget import size_budget
+from .budget import resize_time_budget, size_budget
 from .data import chance_loss, split_data
 from .processes import _run_search, _search_environment, search_settings
 from .records import read_records
@@ -283,8 +283,6 @@ def _validate(model, data, y, *, diagnosis, seed, batch_size, max_trials, trial_
 
 def _search(request: _Request, tuner: str, tuner_dir) -> tuple:
     """``(trial records, interrupted)``: Keras Tuner's trials, in this process's role."""
-    import keras_tuner
-
     budget, cluster, max_trials = request.budget, request.cluster, request.budget["max_trials"]
 
     started_trials = []
@@ -295,7 +293,10 @@ def _search(request: _Request, tuner: str, tuner_dir) -> tuple:
             request.say("search", len(started_trials) - 1, max_trials,
                         f"trial {len(started_trials)}: trying {setup_from_values(values).describe()}")
         steps = max(2, int(budget["trial_steps"] * fraction))
-        return request.run(candidate, steps, in_place=True, cut_off=True)
+        result = request.run(candidate, steps, in_place=True, cut_off=True)
+        if resize_time_budget(budget, result.step_seconds) and getattr(oracle, "deadline", None) is not None:
+            oracle.deadline = request.started + budget["time_budget"]
+        return result
 
     def report_end(oracle):
         scores = [t.score for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
@@ -308,19 +309,8 @@ def _search(request: _Request, tuner: str, tuner_dir) -> tuple:
             request.say("search", len(tuner_object.records), max_trials,
                         f"trials run here; trial {record.trial} scored {record.score:.4g}")
 
-    hypermodel_class, bayesian, random_oracle, hyperband, tuner_class = _tuner_classes()
-    objective = keras_tuner.Objective(OBJECTIVE, direction="min")
-    # Unbuildable candidates fail; they must not end the search early.
-    if tuner == "hyperband":
-        oracle = hyperband(objective=objective, max_epochs=3, factor=3, hyperband_iterations=1,
-                           seed=request.seed, max_consecutive_failed_trials=max_trials + 1)
-    else:
-        oracle_class = bayesian if tuner == "bayesian" else random_oracle
-        oracle = oracle_class(objective=objective, max_trials=max_trials, seed=request.seed,
-                              max_consecutive_failed_trials=max_trials + 1)
-        oracle.starts = expert_starts(request.dimensions, request.diagnosis)
-    deadline = budget.get("time_budget")
-    oracle.deadline = None if deadline is None else request.started + deadline
+    hypermodel_class, _, _, _, tuner_class = _tuner_classes()
+    oracle = _oracle(request, tuner)
     oracle.on_end = report_end
     hypermodel = hypermodel_class(request.model, request.dimensions, request.strategy)
     owned = tuner_dir is None
@@ -353,6 +343,27 @@ def _search(request: _Request, tuner: str, tuner_dir) -> tuple:
         if owned:
             shutil.rmtree(directory, ignore_errors=True)
     return records, interrupted
+
+
+def _oracle(request: _Request, tuner: str):
+    """Keras Tuner's oracle for ``tuner``, with the expert starts and the time budget."""
+    import keras_tuner
+
+    _, bayesian, random_oracle, hyperband, _ = _tuner_classes()
+    max_trials = request.budget["max_trials"]
+    objective = keras_tuner.Objective(OBJECTIVE, direction="min")
+    # Unbuildable candidates fail; they must not end the search early.
+    if tuner == "hyperband":
+        oracle = hyperband(objective=objective, max_epochs=3, factor=3, hyperband_iterations=1,
+                           seed=request.seed, max_consecutive_failed_trials=max_trials + 1)
+    else:
+        oracle_class = bayesian if tuner == "bayesian" else random_oracle
+        oracle = oracle_class(objective=objective, max_trials=max_trials, seed=request.seed,
+                              max_consecutive_failed_trials=max_trials + 1)
+        oracle.starts = expert_starts(request.dimensions, request.diagnosis)
+    deadline = request.budget.get("time_budget")
+    oracle.deadline = None if deadline is None else request.started + deadline
+    return oracle
 
 
 def _rank(request: _Request, records: list) -> tuple:
