@@ -18,7 +18,7 @@ from typing import Callable
 from .._tf import import_keras
 from ..errors import SurgeryError, UsageError
 from ..loading import Data, resolve_loss
-from .budget import resize_time_budget, size_budget
+from .budget import MIN_TRIALS, resize_time_budget, size_budget
 from .data import chance_loss, split_data
 from .processes import _run_search, _search_environment, search_settings
 from .records import read_records
@@ -363,6 +363,9 @@ def _oracle(request: _Request, tuner: str):
         oracle.starts = expert_starts(request.dimensions, request.diagnosis)
     deadline = request.budget.get("time_budget")
     oracle.deadline = None if deadline is None else request.started + deadline
+    if request.budget.get("automatic_time_budget"):
+        # A budget sized from a step time that tracing inflates must not end the search after a trial or two.
+        oracle.min_trials = min(MIN_TRIALS, max_trials)
     return oracle
 
 

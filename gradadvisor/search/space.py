@@ -99,7 +99,8 @@ def _learning_rate_dimensions(diagnosis, model, opened: dict, trial_steps: int) 
     if "learning_rate" in opened or exploding_rules:
         rules = opened.get("learning_rate") or exploding_rules
         if categories & _EXPLODING:
-            dimensions.append(Dimension("learning_rate_scale", WIDE_LEARNING_RATE_SCALES, rules, 0.1))
+            default = 0.1 if _high_rate(name, rate) else 1.0
+            dimensions.append(Dimension("learning_rate_scale", WIDE_LEARNING_RATE_SCALES, rules, default))
             dimensions.append(Dimension("warmup_steps", [0, max(5, int(round(0.15 * trial_steps)))], rules, 0))
         else:
             dimensions.append(Dimension("learning_rate_scale", LEARNING_RATE_SCALES, rules, 1.0))
@@ -113,6 +114,13 @@ def _learning_rate_dimensions(diagnosis, model, opened: dict, trial_steps: int) 
     if vanishing_rules and (plain_sgd or slow_adaptive or through_time):
         dimensions.append(Dimension("optimizer", OPTIMIZER_CHOICES, vanishing_rules, "adam:0.001"))
     return dimensions
+
+
+def _high_rate(name: str, rate) -> bool:
+    """Whether a learning rate is well above its optimizer's usual range (SGD 0.5, adaptive 5e-3)."""
+    if rate is None:
+        return False
+    return rate >= (0.5 if name == "SGD" else 5e-3)
 
 
 def _optimizer_of(model) -> tuple:

@@ -47,11 +47,14 @@ def _tuner_classes():
 
         starts: list = []
         deadline: float | None = None
+        #: Trials handed out before the deadline may stop the search.
+        min_trials: int = 0
         on_end: Callable | None = None
         stop_seen: bool = False
 
         def populate_space(self, trial_id):
-            if self.deadline is not None and time.perf_counter() > self.deadline:
+            if (self.deadline is not None and time.perf_counter() > self.deadline
+                    and len(self.trials) >= self.min_trials):
                 return {"status": "STOPPED"}
             while self.starts:
                 values = self.starts.pop(0)
