@@ -113,6 +113,12 @@ def _learning_rate_dimensions(diagnosis, model, opened: dict, trial_steps: int) 
     through_time = "recurrence" in opened
     if vanishing_rules and (plain_sgd or slow_adaptive or through_time):
         dimensions.append(Dimension("optimizer", OPTIMIZER_CHOICES, vanishing_rules, "adam:0.001"))
+    elif plain_sgd:
+        # Once an explosion or dead units are fixed, plain SGD at a safe rate
+        # often learns too slowly to show it within the budget.
+        others = [f.rule for f in diagnosis.at_least("warning") if f.category in _EXPLODING | {"dead_units"}]
+        if others:
+            dimensions.append(Dimension("optimizer", OPTIMIZER_CHOICES, others, "keep"))
     return dimensions
 
 
@@ -162,7 +168,8 @@ def expert_starts(dimensions, diagnosis) -> list:
             warmup = next((d.values[-1] for d in dimensions if d.name == "warmup_steps"), 0)
             starts.append({"learning_rate_scale": 0.001, "warmup_steps": warmup})
     if "optimizer" in names and "cell" not in names and "forget_bias" not in names:
-        starts.append({"optimizer": "adam:0.001"})
+        starts.append({**{d.name: d.default for d in dimensions}, "optimizer": "adam:0.001",
+                       "learning_rate_scale": 1.0, "warmup_steps": 0})
     completed = []
     for start in starts:
         values = {d.name: start.get(d.name, _neutral(d)) for d in dimensions}
