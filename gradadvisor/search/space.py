@@ -168,8 +168,9 @@ def expert_starts(dimensions, diagnosis) -> list:
             warmup = next((d.values[-1] for d in dimensions if d.name == "warmup_steps"), 0)
             starts.append({"learning_rate_scale": 0.001, "warmup_steps": warmup})
     if "optimizer" in names and "cell" not in names and "forget_bias" not in names:
-        starts.append({**{d.name: d.default for d in dimensions}, "optimizer": "adam:0.001",
-                       "learning_rate_scale": 1.0, "warmup_steps": 0})
+        # Second, right after the textbook defaults: a short budget may run only four trials.
+        starts.insert(1, {**{d.name: d.default for d in dimensions}, "optimizer": "adam:0.001",
+                          "learning_rate_scale": 1.0, "warmup_steps": 0})
     completed = []
     for start in starts:
         values = {d.name: start.get(d.name, _neutral(d)) for d in dimensions}
