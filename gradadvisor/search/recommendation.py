@@ -363,9 +363,9 @@ def _oracle(request: _Request, tuner: str):
         oracle.starts = expert_starts(request.dimensions, request.diagnosis)
     deadline = request.budget.get("time_budget")
     oracle.deadline = None if deadline is None else request.started + deadline
-    if request.budget.get("automatic_time_budget"):
-        # A budget sized from a step time that tracing inflates must not end the search after a trial or two.
-        oracle.min_trials = min(MIN_TRIALS, max_trials)
+    # At least one trial, so there is something to confirm; with a budget sized
+    # from a step time that tracing inflates, at least four.
+    oracle.min_trials = min(MIN_TRIALS, max_trials) if request.budget.get("automatic_time_budget") else 1
     return oracle
 
 
