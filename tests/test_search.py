@@ -51,7 +51,10 @@ def test_recommend_confirms_and_saves_a_fixed_model(sigmoid_case, tmp_path, kera
     assert confirmation["recommended"]["val_loss"] < confirmation["original"]["val_loss"]
     assert result.fixed_status == "healthy"
     assert result.changes and "import keras" in result.snippet
-    assert [a[0] for a in seen].count("search") == 3 and ("confirm", 2, 2, "") in seen
+    searching = [a[3] for a in seen if a[0] == "search"]
+    assert len([text for text in searching if " trying " in text]) == 3 == len(searching) - 3
+    assert searching[0].startswith("trial 1: trying ") and ("confirm", 2, 2, "") in seen
+    assert "re-probed for 10 steps from its fresh weights, is healthy (no findings)" in result.reason
     loaded = keras_module.models.load_model(tmp_path / "fixed.keras")
     assert loaded.optimizer is not None
     history = loaded.fit(x, y, epochs=1, batch_size=32, verbose=0)
@@ -135,3 +138,145 @@ def test_ctrl_c_during_search_keeps_best_so_far_and_cleans_up(tmp_path):
     assert "Traceback" not in err
     assert report.exists() and "interrupted" in report.read_text()
     assert not list(tmp_path.glob("gradadvisor-tuner-*"))
+
+
+# --------------------------------------------------------------------------
+# A recommendation must learn
+
+def test_learning_needs_a_fall_below_start_and_chance():
+    from gradadvisor.search.run import NOT_LEARNING_PENALTY, RunResult
+
+    def run(val_loss, start, chance=0.693, status="healthy"):
+        return RunResult(None, [], status, val_loss, None, 1.0, start_loss=start, chance_loss=chance)
+
+    assert run(0.5, 0.7).learns and run(0.5, 0.7).score < 1
+    assert not run(0.66, 0.75).learns  # below its start, but not clearly below chance
+    assert not run(0.6, 0.65).learns  # below chance, but not 0.9x its own start
+    assert run(5.0, 100.0, chance=None).learns  # regression: its start only
+    assert run(0.66, 0.75).score >= NOT_LEARNING_PENALTY
+    assert run(0.3, 0.7, status="warning").score < run(0.66, 0.75).score
+
+
+def test_chance_loss_from_the_labels():
+    from gradadvisor.search.data import chance_loss
+
+    assert chance_loss(np.arange(100) % 10, "sparse_categorical_crossentropy", "sparse") == pytest.approx(np.log(10))
+    assert chance_loss(np.eye(4)[np.arange(40) % 4], "categorical_crossentropy", "categorical") == pytest.approx(np.log(4))
+    assert chance_loss(np.array([0, 1] * 10), "binary_crossentropy", "binary") == pytest.approx(np.log(2))
+    assert chance_loss(np.array([0, 0, 0, 1] * 10), "BinaryCrossentropy", "binary") < np.log(2)
+    assert chance_loss(np.zeros(10), "mean_squared_error", "regression") is None
+
+
+def test_a_setup_that_does_not_learn_is_not_recommended(sigmoid_stack, tmp_path):
+    model, x, _ = sigmoid_stack()
+    # Labels that no input explains: nothing can learn them.
+    y = np.random.default_rng(1).integers(0, 3, len(x)).astype("int32")
+    diagnosis = diagnose(model, x, y, steps=8)
+    assert diagnosis.status == "error"
+    result = recommend(model, x, y, diagnosis=diagnosis, max_trials=2, trial_steps=12, seed=0,
+                       save_fixed=tmp_path / "fixed.keras")
+    assert not result.recommended
+    assert result.reason.startswith("No tested setup trains this model within the budget. The best partial "
+                                    f"result, {result.setup.describe()}, did not learn: ")
+    assert result.confirmation["learns"] is False and not result.confirmation["recommended"]["learns"]
+    assert result.fixed_model is None and not (tmp_path / "fixed.keras").exists()
+    assert all(trial["learns"] is False for trial in result.trials)
+
+
+def test_hopeless_trials_stop_early(keras_module):
+    from gradadvisor.search.data import split_data
+    from gradadvisor.search.run import HOPELESS_SCORE, hopeless, train_and_measure
+    from gradadvisor.analysis.engine import load_rules
+    from gradadvisor.loading import Data
+
+    assert hopeless([1.0] * 5, 100) is None
+    assert hopeless([1.0] * 10 + [4.0] * 10, 100).startswith("loss rising (1 to 4 in 20 steps)")
+    assert hopeless([1.0] * 59, 100) is None and hopeless([1.0] * 60, 100).startswith("loss not falling")
+    assert hopeless(list(np.linspace(1.0, 0.5, 60)), 100) is None
+    keras = keras_module
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(2, activation="softmax")])
+    # A learning rate of zero: the loss cannot move.
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8)).astype("float32")
+    train, val = split_data(Data([x], (x[:, 0] > 0).astype("int32"), "arrays"), model, 0)
+    result = train_and_measure(model, train, val, steps=60, batch_size=16, seed=0, rules=load_rules(),
+                               in_place=True, loss="sparse_categorical_crossentropy", kind="sparse",
+                               cut_off=True)
+    assert result.status == "stopped" and result.stopped.startswith("loss not falling")
+    assert len(result.losses) == 36 and result.score >= HOPELESS_SCORE
+
+
+# --------------------------------------------------------------------------
+# New dimensions: opened by the right findings, applied by surgery
+
+@pytest.fixture(scope="module")
+def long_rnn_case(keras_module):
+    """A SimpleRNN with small recurrent weights over 60 timesteps, trained with plain SGD."""
+    keras = keras_module
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((60, 1)),
+        keras.layers.SimpleRNN(8, recurrent_initializer=keras.initializers.RandomNormal(0.0, 0.05, seed=0),
+                               name="rnn"),
+        keras.layers.Dense(2, activation="softmax", name="output")], name="rnn60")
+    model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 60, 1)).astype("float32")
+    y = (x[:, 0, 0] > 0).astype("int32")
+    return model, x, y, diagnose(model, x, y, steps=5)
+
+
+def test_recurrent_vanishing_opens_cells_forget_bias_and_an_adaptive_optimizer(long_rnn_case):
+    model, _, _, diagnosis = long_rnn_case
+    assert "GA102" in {f.rule for f in diagnosis.findings}
+    dimensions = {d.name: d for d in search_space(diagnosis, model)}
+    assert dimensions["cell"].values == ["keep", "gru", "lstm"] and "GA102" in dimensions["cell"].opened_by
+    assert dimensions["forget_bias"].values == ["keep", "unit", "chrono"]
+    assert dimensions["recurrent_initializer"].values == ["keep", "orthogonal"]
+    assert "adam:0.01" in dimensions["optimizer"].values and "GA102" in dimensions["optimizer"].opened_by
+    assert "warmup_steps" not in dimensions and "clipping" not in dimensions
+    starts = expert_starts(list(dimensions.values()), diagnosis)
+    assert {"gru", "lstm"} <= {start["cell"] for start in starts}
+
+
+def test_exploding_at_a_high_rate_opens_small_rates_and_warm_up(keras_module):
+    model, x, y = build_example("high-lr-relu")
+    diagnosis = diagnose(model, x, y, steps=10)
+    dimensions = {d.name: d for d in search_space(diagnosis, model, trial_steps=60)}
+    assert min(dimensions["learning_rate_scale"].values) == 0.001
+    assert dimensions["warmup_steps"].values == [0, 9]
+    assert "clipping" in dimensions and "cell" not in dimensions
+    # Plain SGD: an adaptive optimizer is offered, but not tried first.
+    assert dimensions["optimizer"].default == "keep"
+    assert set(dimensions["warmup_steps"].opened_by) <= {f.rule for f in diagnosis.findings}
+
+
+def test_new_dimensions_are_applied(long_rnn_case, keras_module):
+    from gradadvisor.search import setup_from_values
+    from gradadvisor.surgery import apply_setup, describe_changes, snippet
+
+    keras = keras_module
+    model, x, y, _ = long_rnn_case
+    setup = setup_from_values({"cell": "lstm", "forget_bias": "chrono", "recurrent_initializer": "orthogonal",
+                               "optimizer": "adam:0.01", "warmup_steps": 6, "learning_rate_scale": 0.3})
+    fixed = apply_setup(model, setup)
+    layer = fixed.get_layer("rnn")
+    assert isinstance(layer, keras.layers.LSTM) and layer.units == 8 and not layer.return_sequences
+    bias = layer.cell.bias.numpy()
+    input_gate, forget_gate = bias[:8], bias[8:16]
+    assert np.allclose(input_gate, -forget_gate) and np.all(forget_gate >= 0)
+    assert np.all(forget_gate <= np.log(59) + 1e-5) and np.all(bias[16:] == 0)
+    assert isinstance(fixed.optimizer, keras.optimizers.Adam)
+    schedule = keras.optimizers.schedules.deserialize(fixed.optimizer.get_config()["learning_rate"])
+    assert float(schedule(6)) == pytest.approx(0.003) and float(schedule(0)) < 0.001
+    changes = {(c["layer"], c["change"]): c for c in describe_changes(model, setup)}
+    assert changes[("rnn", "cell")]["to"] == "LSTM" and changes[("(optimizer)", "optimizer")]["to"] == "Adam"
+    assert changes[("rnn", "forget_gate_bias")]["to"] == "chrono, T=60"
+    assert "layers.LSTM(8" in snippet(setup, model=model) and "warmup_steps=6" in snippet(setup, model=model)
+    gru = apply_setup(model, setup_from_values({"cell": "gru", "recurrent_initializer": "orthogonal"}))
+    assert isinstance(gru.get_layer("rnn"), keras.layers.GRU)
+    history = gru.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -72,3 +72,33 @@ def held_out(model, loss_fn, data: Data, kind: str) -> tuple:
     elif kind == "binary":
         accuracy = float(np.mean((predicted.reshape(y.shape) > 0.5) == (y > 0.5)))
     return loss, accuracy
+
+
+def chance_loss(y, loss_name: str, kind: str) -> float | None:
+    """The loss of always predicting the label distribution, for a cross-entropy classifier.
+
+    For sparse and one-hot labels it is the entropy of the class priors; for
+    binary labels the mean over outputs of the Bernoulli entropy of each
+    output's positive rate.  Other losses (hinge, regression losses, several
+    outputs) have no chance level here: None.
+
+    Args:
+        y: The training labels.
+        loss_name: The loss's name (it must be a cross-entropy).
+        kind: ``sparse``, ``categorical``, ``binary`` or ``regression``.
+    """
+    if y is None or isinstance(y, list) or "crossentropy" not in loss_name.lower().replace("_", ""):
+        return None
+    y = np.asarray(y)
+    if kind == "sparse":
+        _, counts = np.unique(y.reshape(len(y), -1)[:, 0], return_counts=True)
+        priors = counts / counts.sum()
+    elif kind == "categorical":
+        priors = y.reshape(-1, y.shape[-1]).astype("float64").mean(axis=0)
+        priors = priors[priors > 0] / priors.sum()
+    elif kind == "binary":
+        rate = np.clip(y.reshape(len(y), -1).astype("float64").mean(axis=0), 1e-7, 1 - 1e-7)
+        return float(np.mean(-(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))))
+    else:
+        return None
+    return float(-(priors * np.log(priors)).sum())

@@ -1,4 +1,11 @@
-"""The recommendation: run the search within its budget, rank the trials, confirm the best setup."""
+"""The recommendation: check the request, search within the budget, rank, confirm, save.
+
+:func:`recommend` runs five steps, one function each: :func:`_validate` (the
+request and the data split), :func:`_search` (Keras Tuner's trials),
+:func:`_rank` (trials as a table, best first), :func:`_confirm` (the original
+and the best setup trained the same way, and whether the setup learns) and
+:func:`_save` (the fixed model, written and re-probed).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +20,11 @@ from typing import Callable
 from .._tf import import_keras
 from ..errors import SurgeryError, UsageError
 from ..loading import Data, resolve_loss
-from .data import split_data
+from .budget import MIN_TRIALS, resize_time_budget, size_budget
+from .data import chance_loss, split_data
 from .processes import _run_search, _search_environment, search_settings
 from .records import read_records
-from .run import train_and_measure
+from .run import LEARNING_FACTOR, train_and_measure
 from .space import expert_starts, search_space, setup_from_values
 from .tuner import OBJECTIVE, PROJECT_NAME, _tuner_classes
 
@@ -26,8 +34,10 @@ class Recommendation:
     """The outcome of a search.
 
     Attributes:
-        recommended: True only when the confirmation run showed the setup is
-            healthier and reaches a lower held-out loss than the original.
+        recommended: True only when the confirmation run showed the setup
+            learns (held-out loss at most 0.9x its own start and, for a
+            classifier, 0.9x the chance-level loss), is healthier and reaches
+            a lower held-out loss than the original.
         reason: One or two sentences saying why (or why not).
         setup: The best setup found (:class:`~gradadvisor.surgery.Setup`).
         dimensions: What was searched and which findings opened each dimension.
@@ -37,7 +47,9 @@ class Recommendation:
         confirmation: Original vs recommended, trained the same way.
         fixed_model: The rewritten, freshly initialised, compiled model.
         fixed_model_path: Where it was saved, if asked.
-        fixed_status: The diagnosis status of the fixed model.
+        fixed_status: The diagnosis status of the fixed model, re-probed from
+            its fresh weights (None when nothing was recommended).
+        fixed_findings: The rules that fired on that re-probe.
         budget: The budget and the time used (``search_seconds``: the
             trials alone).
         interrupted: True when the search was stopped by Ctrl-C.
@@ -57,6 +69,7 @@ class Recommendation:
     fixed_model: object = None
     fixed_model_path: str | None = None
     fixed_status: str | None = None
+    fixed_findings: list | None = None
     budget: dict = dataclasses.field(default_factory=dict)
     interrupted: bool = False
     distributed: dict | None = None
@@ -70,17 +83,61 @@ class Recommendation:
             "dimensions": [d.to_dict() for d in self.dimensions], "trials": self.trials,
             "changes": self.changes, "snippet": self.snippet, "confirmation": self.confirmation,
             "fixed_model_path": self.fixed_model_path, "fixed_status": self.fixed_status,
+            "fixed_findings": self.fixed_findings,
             "budget": self.budget, "interrupted": self.interrupted, "distributed": self.distributed,
         })
 
 
+
+@dataclasses.dataclass
+class _Request:
+    """Everything the steps of :func:`recommend` share, checked and prepared."""
+
+    model: object
+    diagnosis: object
+    train: object
+    val: object
+    rules: dict
+    loss: object
+    kind: str
+    chance: float | None
+    dimensions: list
+    budget: dict
+    seed: int
+    batch_size: int
+    strategy: object
+    cluster: object
+    save_fixed: object
+    progress: Callable | None
+    started: float
+
+    def run(self, candidate, steps: int, *, in_place: bool, cut_off: bool = False):
+        """Train and measure ``candidate`` on the shared split, seeded like every other run."""
+        _, keras = import_keras()
+        keras.utils.set_random_seed(self.seed)
+        return train_and_measure(candidate, self.train, self.val, steps=steps, batch_size=self.batch_size,
+                                 seed=self.seed, rules=self.rules, in_place=in_place, loss=self.loss,
+                                 kind=self.kind, strategy=self.strategy, chance_loss=self.chance,
+                                 cut_off=cut_off)
+
+    def say(self, stage: str, done: int, total: int, text: str = "") -> None:
+        if self.progress:
+            self.progress(stage, done, total, text)
+
+
 def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_size: int = 32,
-              max_trials: int = 10, trial_steps: int = 60, confirm_steps: int | None = None,
+              max_trials: int = 10, trial_steps: int | None = None, confirm_steps: int | None = None,
               time_budget: float | None = None, tuner: str = "bayesian", tuner_dir=None,
               save_fixed=None, force: bool = False, rules=None, progress: Callable | None = None,
               steps: int = 30, distributed: str | None = None, oracle_address: str | None = None,
               tuner_id: str | None = None, oracle_timeout: float = 600.0):
     """Search for the setup that trains ``model`` best, and prove it.
+
+    A setup is recommended only when, trained the same way as the original
+    (same seed, steps and held-out split), it *learns* (held-out loss at most
+    0.9x its own start and, for a classifier, 0.9x the chance-level loss), is
+    healthier, and ends at a lower held-out loss than the original.  When no
+    tested setup learns, the result says so and shows the best partial one.
 
     Args:
         model: A Sequential or Functional ``keras.Model`` (or a ``.keras`` path).
@@ -88,14 +145,18 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
             ``tf.data.Dataset``, or None for synthetic data.
         diagnosis: The diagnosis to start from; probed here when None.
         seed: Makes the search repeatable.
-        max_trials, trial_steps, time_budget: The budget. ``time_budget`` (s)
-            stops starting new trials once spent.
+        max_trials, trial_steps, time_budget: The budget.  ``trial_steps``
+            None sizes trials from the sequence length and the measured step
+            time; ``time_budget`` (s) stops starting new trials once spent
+            (None: sized from the measured step time too, see
+            :mod:`gradadvisor.search.budget`).
         confirm_steps: Steps of the confirmation run (default 2 x trial_steps).
         tuner: ``bayesian`` (default), ``random`` or ``hyperband``.
         tuner_dir: Keep Keras Tuner's files here; default a temporary folder
             that is removed afterwards.  Required, and shared by every
             process, in a distributed search.
-        save_fixed: Write the recommended model here (``.keras``), atomically.
+        save_fixed: Write the recommended model here (``.keras``), atomically;
+            the written model is re-probed and the result says what it found.
         force: Replace ``save_fixed`` if it exists.
         rules: Rules to judge candidates with (default: the built-in rules).
         progress: Called as ``progress(stage, done, total, text)``.
@@ -126,16 +187,68 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
         >>> rec.recommended, rec.setup
         >>> rec.fixed_model.fit(x, y)
     """
-    from ..loading.prepare import prepare
-    from .distributed import check_can_listen, resolve_cluster
-    from ..analysis.engine import evaluate, load_rules
-    from ..files import atomic_output, check_output_path, check_tuner_project, mark_tuner_project
-    from ..probe.mirrored import resolve_strategy, scope
-    from ..probe import _is_graph_model, run_probe
-    from ..analysis.diagnosis import Diagnosis
-    from ..surgery import apply_setup, describe_changes, snippet
+    request = _validate(model, data, y, diagnosis=diagnosis, seed=seed, batch_size=batch_size,
+                        max_trials=max_trials, trial_steps=trial_steps, confirm_steps=confirm_steps,
+                        time_budget=time_budget, tuner=tuner, tuner_dir=tuner_dir, save_fixed=save_fixed,
+                        force=force, rules=rules, progress=progress, steps=steps, distributed=distributed,
+                        oracle_address=oracle_address, tuner_id=tuner_id, oracle_timeout=oracle_timeout)
+    cluster, budget = request.cluster, request.budget
+    if not request.dimensions:
+        return Recommendation(False, "Nothing to search: no warning or error finding asks for a fix.",
+                              None, [], [], [], "", None, budget=dict(budget, seconds_used=0.0),
+                              distributed=cluster.to_dict() if cluster else None)
+    records, interrupted = _search(request, tuner, tuner_dir)
+    ranked, trials, shared = _rank(request, records)
+    budget["seconds_used"] = round(time.perf_counter() - request.started, 2)
+    role = cluster.role if cluster else None
+    if role == "worker":
+        done = ", ".join(record.trial for record in records) or "none"
+        return Recommendation(
+            False, f"Worker {cluster.tuner_id} ran trial(s) {done} for the chief at {cluster.address}; the "
+            "chief ranks every trial and confirms the best.", None, request.dimensions, trials, [], "", None,
+            budget=budget, interrupted=interrupted, distributed=shared)
+    if not ranked:
+        return Recommendation(False, "The search was stopped before any trial finished.", None,
+                              request.dimensions, [], [], "", None, budget=budget, interrupted=interrupted,
+                              distributed=shared)
+    from ..surgery import describe_changes, snippet
 
-    tf, keras = import_keras()
+    best = ranked[0]
+    setup = setup_from_values(best.values)
+    changes = describe_changes(request.model, setup)
+    if interrupted:
+        return Recommendation(False, f"The search was interrupted after {len(trials)} trial(s); the best so "
+                              f"far is {setup.describe()} ({best.status}, held-out loss "
+                              f"{best.val_loss if best.val_loss is None else round(best.val_loss, 4)}), "
+                              "not confirmed by a comparison run.", setup, request.dimensions, trials, changes,
+                              snippet(setup, model=request.model), None, budget=budget, interrupted=True,
+                              distributed=shared)
+    recommended, reason, confirmation, fixed_copy = _confirm(request, setup)
+    path, fixed_status, fixed_findings = None, None, None
+    if recommended:
+        path, fixed_status, fixed_findings = _save(request, fixed_copy)
+        reason += " " + _reprobe_text(path, fixed_status, fixed_findings, request.diagnosis.probe.num_steps)
+    budget["seconds_used"] = round(time.perf_counter() - request.started, 2)
+    return Recommendation(recommended, reason, setup, request.dimensions, trials, changes,
+                          snippet(setup, model=request.model), confirmation,
+                          fixed_model=fixed_copy if recommended else None, fixed_model_path=path,
+                          fixed_status=fixed_status, fixed_findings=fixed_findings, budget=budget,
+                          distributed=shared)
+
+
+def _validate(model, data, y, *, diagnosis, seed, batch_size, max_trials, trial_steps, confirm_steps,
+              time_budget, tuner, tuner_dir, save_fixed, force, rules, progress, steps, distributed,
+              oracle_address, tuner_id, oracle_timeout) -> _Request:
+    """Check the request, probe the model if needed, split the data and size the budget."""
+    from ..analysis.diagnosis import Diagnosis
+    from ..analysis.engine import evaluate, load_rules
+    from ..files import check_output_path
+    from ..loading.prepare import prepare
+    from ..probe import _is_graph_model, run_probe
+    from ..probe.mirrored import resolve_strategy
+    from .distributed import check_can_listen, resolve_cluster
+
+    _, keras = import_keras()
     if tuner not in ("bayesian", "random", "hyperband"):
         raise UsageError(f"The 'tuner' parameter must be bayesian, random or hyperband. Got {tuner!r} instead.")
     cluster = resolve_cluster(distributed, oracle_address, tuner_id, oracle_timeout)
@@ -159,52 +272,53 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
     if diagnosis is None:
         probe = run_probe(model, data, steps=steps, batch_size=batch_size, seed=seed)
         diagnosis = Diagnosis(probe=probe, findings=evaluate(probe, rules))
-    confirm_steps = confirm_steps or 2 * trial_steps
     train, val = split_data(data, model, seed)
     loss_choice = resolve_loss(model, train.y if not isinstance(train.y, list) else None)
-    kind = loss_choice.kind
-    dimensions = search_space(diagnosis, model)
-    strategy = resolve_strategy()
-    started = time.perf_counter()
-    budget = {"max_trials": max_trials, "trial_steps": trial_steps, "confirm_steps": confirm_steps,
-              "time_budget": time_budget, "tuner": tuner}
-    if not dimensions:
-        return Recommendation(False, "Nothing to search: no warning or error finding asks for a fix.",
-                              None, [], [], [], "", None, budget=dict(budget, seconds_used=0.0),
-                              distributed=cluster.to_dict() if cluster else None)
+    budget = size_budget(model, diagnosis.probe, max_trials=max_trials, trial_steps=trial_steps,
+                         confirm_steps=confirm_steps, time_budget=time_budget, tuner=tuner,
+                         distributed=cluster is not None)
+    return _Request(
+        model=model, diagnosis=diagnosis, train=train, val=val, rules=rules, loss=loss_choice.loss,
+        kind=loss_choice.kind, chance=chance_loss(train.y, loss_choice.name, loss_choice.kind),
+        dimensions=search_space(diagnosis, model, trial_steps=budget["trial_steps"]), budget=budget,
+        seed=seed, batch_size=batch_size, strategy=resolve_strategy(), cluster=cluster, save_fixed=save_fixed,
+        progress=progress, started=time.perf_counter())
 
-    def runner(candidate, fraction=1.0):
-        keras.utils.set_random_seed(seed)
-        return train_and_measure(candidate, train, val, steps=max(2, int(trial_steps * fraction)),
-                                 batch_size=batch_size, seed=seed, rules=rules, in_place=True,
-                                 loss=loss_choice.loss, kind=kind, strategy=strategy)
+
+def _search(request: _Request, tuner: str, tuner_dir) -> tuple:
+    """``(trial records, interrupted)``: Keras Tuner's trials, in this process's role."""
+    from ..files import check_tuner_project, mark_tuner_project
+
+    budget, cluster, max_trials = request.budget, request.cluster, request.budget["max_trials"]
+
+    started_trials = []
+
+    def runner(candidate, fraction=1.0, values=None):
+        started_trials.append(values)
+        if values is not None:
+            request.say("search", len(started_trials) - 1, max_trials,
+                        f"trial {len(started_trials)}: trying {setup_from_values(values).describe()}")
+        steps = max(2, int(budget["trial_steps"] * fraction))
+        result = request.run(candidate, steps, in_place=True, cut_off=True)
+        if resize_time_budget(budget, result.step_seconds) and getattr(oracle, "deadline", None) is not None:
+            oracle.deadline = request.started + budget["time_budget"]
+        return result
 
     def report_end(oracle):
-        if progress:
-            scores = [t.score for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
-            text = f"best score so far {min(scores):.4g}" if scores else ""
-            progress("search", len(oracle.end_order), max_trials, text)
+        scores = [t.score for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
+        request.say("search", len(oracle.end_order), max_trials,
+                    f"best score so far {min(scores):.4g}" if scores else "")
 
     def report_worker_trial(trial, tuner_object):
         record = tuner_object.records.get(trial.trial_id)
-        if progress and record is not None:
-            progress("search", len(tuner_object.records), max_trials,
-                     f"trials run here; trial {record.trial} scored {record.score:.4g}")
+        if record is not None:
+            request.say("search", len(tuner_object.records), max_trials,
+                        f"trials run here; trial {record.trial} scored {record.score:.4g}")
 
-    hypermodel_class, bayesian, random_oracle, hyperband, tuner_class = _tuner_classes()
-    objective = __import__("keras_tuner").Objective(OBJECTIVE, direction="min")
-    if tuner == "hyperband":
-        oracle = hyperband(objective=objective, max_epochs=3, factor=3, hyperband_iterations=1, seed=seed,
-                           max_consecutive_failed_trials=max_trials + 1)
-    else:
-        oracle_class = bayesian if tuner == "bayesian" else random_oracle
-        # Unbuildable candidates fail; they must not end the search early.
-        oracle = oracle_class(objective=objective, max_trials=max_trials, seed=seed,
-                              max_consecutive_failed_trials=max_trials + 1)
-        oracle.starts = expert_starts(dimensions, diagnosis)
-    oracle.deadline = None if time_budget is None else started + time_budget
+    hypermodel_class, _, _, _, tuner_class = _tuner_classes()
+    oracle = _oracle(request, tuner)
     oracle.on_end = report_end
-    hypermodel = hypermodel_class(model, dimensions, strategy)
+    hypermodel = hypermodel_class(request.model, request.dimensions, request.strategy)
     owned = tuner_dir is None
     directory = tempfile.mkdtemp(prefix="gradadvisor-tuner-") if owned else str(tuner_dir)
     role = cluster.role if cluster else None
@@ -226,12 +340,13 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
                 oracle.max_trials = max_trials
             settings = None
             if cluster is not None:
-                settings = search_settings(model, train, val, dimensions=dimensions, seed=seed,
-                                           batch_size=batch_size, trial_steps=trial_steps, tuner=tuner,
-                                           rules=rules)
+                settings = search_settings(request.model, request.train, request.val,
+                                           dimensions=request.dimensions, seed=request.seed,
+                                           batch_size=request.batch_size, trial_steps=budget["trial_steps"],
+                                           tuner=tuner, rules=request.rules)
             searched = time.perf_counter()
             try:
-                _run_search(search, oracle, cluster, settings, progress)
+                _run_search(search, oracle, cluster, settings, request.progress)
             except KeyboardInterrupt:
                 interrupted = True
             budget["search_seconds"] = round(time.perf_counter() - searched, 2)
@@ -239,100 +354,146 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
     finally:
         if owned:
             shutil.rmtree(directory, ignore_errors=True)
+    return records, interrupted
+
+
+def _oracle(request: _Request, tuner: str):
+    """Keras Tuner's oracle for ``tuner``, with the expert starts and the time budget."""
+    import keras_tuner
+
+    _, bayesian, random_oracle, hyperband, _ = _tuner_classes()
+    max_trials = request.budget["max_trials"]
+    objective = keras_tuner.Objective(OBJECTIVE, direction="min")
+    # Unbuildable candidates fail; they must not end the search early.
+    if tuner == "hyperband":
+        oracle = hyperband(objective=objective, max_epochs=3, factor=3, hyperband_iterations=1,
+                           seed=request.seed, max_consecutive_failed_trials=max_trials + 1)
+    else:
+        oracle_class = bayesian if tuner == "bayesian" else random_oracle
+        oracle = oracle_class(objective=objective, max_trials=max_trials, seed=request.seed,
+                              max_consecutive_failed_trials=max_trials + 1)
+        oracle.starts = expert_starts(request.dimensions, request.diagnosis)
+    deadline = request.budget.get("time_budget")
+    oracle.deadline = None if deadline is None else request.started + deadline
+    # At least one trial, so there is something to confirm; with a budget sized
+    # from a step time that tracing inflates, at least four.
+    oracle.min_trials = min(MIN_TRIALS, max_trials) if request.budget.get("automatic_time_budget") else 1
+    return oracle
+
+
+def _rank(request: _Request, records: list) -> tuple:
+    """``(records best first, trials as plain rows, distributed summary or None)``."""
     ranked = sorted(records, key=lambda record: record.score)
     trials = [{
         "trial": record.trial, "rank": rank, "setup": setup_from_values(record.values).to_dict(),
         "values": {k: v for k, v in record.values.items() if not k.startswith("tuner/")},
         "score": record.score, "status": record.status, "val_loss": record.val_loss,
+        "start_val_loss": record.start_loss, "learns": record.learns, "stopped": record.stopped,
         "findings": list(record.findings), "seconds": round(record.seconds, 2), "worker": record.worker,
     } for rank, record in enumerate(ranked, start=1)]
-    budget["seconds_used"] = round(time.perf_counter() - started, 2)
     shared = None
-    if cluster is not None:
+    if request.cluster is not None:
         by_worker: dict = {}
         for record in records:
             by_worker.setdefault(record.worker, []).append(record.trial)
-        shared = dict(cluster.to_dict(), trials_by_worker=by_worker)
-    if role == "worker":
-        done = ", ".join(record.trial for record in records) or "none"
-        return Recommendation(
-            False, f"Worker {cluster.tuner_id} ran trial(s) {done} for the chief at {cluster.address}; the "
-            "chief ranks every trial and confirms the best.", None, dimensions, trials, [], "", None,
-            budget=budget, interrupted=interrupted, distributed=shared)
-    if not ranked:
-        return Recommendation(False, "The search was stopped before any trial finished.", None,
-                              dimensions, [], [], "", None, budget=budget, interrupted=interrupted,
-                              distributed=shared)
-    best = ranked[0]
-    setup = setup_from_values(best.values)
-    changes = describe_changes(model, setup)
-    if interrupted:
-        return Recommendation(False, f"The search was interrupted after {len(trials)} trial(s); the best so "
-                              f"far is {setup.describe()} ({best.status}, held-out loss "
-                              f"{best.val_loss if best.val_loss is None else round(best.val_loss, 4)}), "
-                              "not confirmed by a comparison run.", setup, dimensions, trials, changes,
-                              snippet(setup, model=model), None, budget=budget, interrupted=True,
-                              distributed=shared)
-    # Confirmation: the original and the recommended setup, trained the same way.
-    if progress:
-        progress("confirm", 0, 2, "")
-    keras.utils.set_random_seed(seed)
-    original = train_and_measure(model, train, val, steps=confirm_steps, batch_size=batch_size, seed=seed,
-                                 rules=rules, in_place=False, loss=loss_choice.loss, kind=kind,
-                                 strategy=strategy)
-    if progress:
-        progress("confirm", 1, 2, "")
-    keras.utils.set_random_seed(seed)
-    with scope(strategy):
-        candidate = apply_setup(model, setup)
+        shared = dict(request.cluster.to_dict(), trials_by_worker=by_worker)
+    return ranked, trials, shared
+
+
+def _confirm(request: _Request, setup) -> tuple:
+    """``(recommended, reason, confirmation, untrained fixed model)``: the original and the
+    best setup trained the same way, judged on learning, health and held-out loss."""
+    from ..probe.mirrored import scope
+    from ..surgery import apply_setup
+
+    _, keras = import_keras()
+    steps = request.budget["confirm_steps"]
+    request.say("confirm", 0, 2, "training the original")
+    original = request.run(request.model, steps, in_place=False)
+    request.say("confirm", 1, 2, f"training {setup.describe()}")
+    keras.utils.set_random_seed(request.seed)
+    with scope(request.strategy):
+        candidate = apply_setup(request.model, setup)
     # A second build of the same setup, given the candidate's initial weights,
     # is the untrained fixed model (clone_model would recompile from config and
     # fail on unregistered custom losses).  It is built outside any strategy
     # scope: it is the user's to train however they like.
-    fixed_copy = apply_setup(model, setup)
+    fixed_copy = apply_setup(request.model, setup)
     for target, source in zip(fixed_copy.weights, candidate.weights):
         target.assign(source)
-    recommended_run = train_and_measure(candidate, train, val, steps=confirm_steps, batch_size=batch_size,
-                                        seed=seed, rules=rules, in_place=True, loss=loss_choice.loss, kind=kind,
-                                        strategy=strategy)
-    if progress:
-        progress("confirm", 2, 2, "")
-    better = (recommended_run.val_loss is not None and
-              (original.val_loss is None or recommended_run.val_loss < original.val_loss))
+    tried = request.run(candidate, steps, in_place=True)
+    request.say("confirm", 2, 2, "")
+    better = tried.val_loss is not None and (original.val_loss is None or tried.val_loss < original.val_loss)
     # A fix must remove problems: strictly healthier, or healthy like a healthy original.
-    healthier = (_STATUS_RANK[recommended_run.status] < _STATUS_RANK[original.status]
-                 or recommended_run.status == original.status == "healthy")
-    fixed_probe = run_probe(fixed_copy, train, steps=diagnosis.probe.num_steps,
-                            batch_size=min(batch_size, train.num_samples), seed=seed)
-    fixed_status = Diagnosis(probe=fixed_probe, findings=evaluate(fixed_probe, rules)).status
-    recommended = better and healthier and recommended_run.status != "diverged"
+    healthier = (_STATUS_RANK[tried.status] < _STATUS_RANK[original.status]
+                 or tried.status == original.status == "healthy")
+    recommended = tried.learns and better and healthier
     confirmation = {
-        "steps": confirm_steps, "seed": seed, "metric_name": None if kind == "regression" else "accuracy",
-        "original": original.summary(), "recommended": recommended_run.summary(), "improved": bool(better),
+        "steps": steps, "seed": request.seed,
+        "metric_name": None if request.kind == "regression" else "accuracy",
+        "chance_loss": request.chance, "learning_factor": LEARNING_FACTOR,
+        "original": original.summary(), "recommended": tried.summary(), "improved": bool(better),
+        "learns": bool(tried.learns),
     }
-    reason = _reason(recommended, setup, original, recommended_run, confirm_steps, fixed_status)
-    path = None
-    if recommended and save_fixed:
-        with atomic_output(save_fixed) as tmp:
+    return recommended, _reason(recommended, setup, original, tried, steps, healthier), confirmation, fixed_copy
+
+
+def _save(request: _Request, fixed_copy) -> tuple:
+    """``(path or None, status, rule ids)``: write the fixed model if asked, and re-probe it.
+
+    The re-probe reads the written file back, so it checks what the user gets.
+    """
+    from ..analysis.diagnosis import Diagnosis
+    from ..analysis.engine import evaluate
+    from ..files import atomic_output
+    from ..probe import run_probe
+
+    _, keras = import_keras()
+    subject, path = fixed_copy, None
+    if request.save_fixed:
+        with atomic_output(request.save_fixed) as tmp:
             fixed_copy.save(tmp)
-        path = str(save_fixed)
-    budget["seconds_used"] = round(time.perf_counter() - started, 2)
-    return Recommendation(recommended, reason, setup, dimensions, trials, changes, snippet(setup, model=model),
-                          confirmation, fixed_model=fixed_copy if recommended else None,
-                          fixed_model_path=path, fixed_status=fixed_status, budget=budget,
-                          distributed=shared)
+        path = str(request.save_fixed)
+        try:
+            subject = keras.saving.load_model(path, compile=True)
+        except Exception:  # custom objects the caller registered only in its own scope
+            subject = fixed_copy
+    request.say("confirm", 2, 2, "re-probing the fixed model")
+    probe = run_probe(subject, request.train, steps=request.diagnosis.probe.num_steps,
+                      batch_size=min(request.batch_size, request.train.num_samples), seed=request.seed)
+    findings = evaluate(probe, request.rules)
+    status = "diverged" if probe.nonfinite else Diagnosis(probe=probe, findings=findings).status
+    return path, status, sorted({finding.rule for finding in findings})
 
 
-_STATUS_RANK = {"healthy": 0, "warning": 1, "error": 2, "diverged": 3}
+_STATUS_RANK = {"healthy": 0, "warning": 1, "error": 2, "stopped": 3, "diverged": 3}
 
 
-def _reason(recommended, setup, original, candidate, steps, fixed_status) -> str:
-    def loss_text(run):
-        return "diverged" if run.val_loss is None else f"{run.val_loss:.4g}"
+def _loss_text(run) -> str:
+    return "diverged" if run.val_loss is None else f"{run.val_loss:.4g}"
 
-    comparison = (f"after {steps} identical training steps the held-out loss is {loss_text(candidate)} "
-                  f"with it vs {loss_text(original)} for the original ({candidate.status} vs "
+
+def _reason(recommended, setup, original, candidate, steps, healthier) -> str:
+    learned = (f"from {candidate.start_loss:.4g} at the start" if candidate.start_loss is not None
+               else "from an unmeasurable start")
+    if candidate.chance_loss is not None:
+        learned += f"; chance level {candidate.chance_loss:.4g}"
+    comparison = (f"after {steps} identical training steps the held-out loss is {_loss_text(candidate)} "
+                  f"with it ({learned}) vs {_loss_text(original)} for the original ({candidate.status} vs "
                   f"{original.status})")
     if recommended:
         return f"Recommended: {setup.describe()}; {comparison}."
-    return f"Not recommended: the best setup found ({setup.describe()}) was not better in the confirmation run: {comparison}."
+    if not candidate.learns:
+        return (f"No tested setup trains this model within the budget. The best partial result, "
+                f"{setup.describe()}, did not learn: {comparison}; learning needs a held-out loss at most "
+                f"{LEARNING_FACTOR:g}x its start{' and the chance level' if candidate.chance_loss else ''}. "
+                "Try a larger budget (--max-trials, --trial-steps) or the fixes listed above by hand.")
+    why = "not healthier than the original" if not healthier else "not better than the original"
+    return f"Not recommended: the best setup found ({setup.describe()}) was {why} in the confirmation run: {comparison}."
+
+
+def _reprobe_text(path, status, findings, steps) -> str:
+    subject = f"The saved model ({path})" if path else "The fixed model"
+    found = "no findings" if not findings else "findings " + ", ".join(findings)
+    verdict = {"healthy": "is healthy", "diverged": "diverged"}.get(status, f"has status {status}")
+    return f"{subject}, re-probed for {steps} steps from its fresh weights, {verdict} ({found})."

@@ -28,6 +28,10 @@ class TrialRecord:
         seconds: How long the trial took.
         worker: The Keras Tuner id of the process that ran it (``tuner0`` in a
             local search).
+        start_loss: Held-out loss before training (None if unmeasured).
+        learns: Whether the held-out loss fell clearly below its start and
+            the chance level (see :attr:`RunResult.learns`).
+        stopped: Why the trial was cut off early, or None.
     """
 
     trial: str
@@ -39,11 +43,15 @@ class TrialRecord:
     findings: list
     seconds: float
     worker: str
+    start_loss: float | None = None
+    learns: bool = False
+    stopped: str | None = None
 
     @classmethod
     def from_run(cls, trial_id: str, values: dict, result: RunResult, worker: str) -> "TrialRecord":
         return cls(str(trial_id), dict(values), float(result.score), result.status, result.val_loss,
-                   result.val_metric, sorted({f.rule for f in result.findings}), float(result.seconds), worker)
+                   result.val_metric, sorted({f.rule for f in result.findings}), float(result.seconds), worker,
+                   result.start_loss, bool(result.learns), result.stopped)
 
     def to_dict(self) -> dict:
         from ..probe import _jsonable
@@ -56,7 +64,7 @@ class TrialRecord:
 
         data = _restore_floats(dict(data))
         data.pop("schema", None)
-        return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)})
+        return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls) if field.name in data})
 
 
 def write_record(trial_dir, record: TrialRecord) -> None:

@@ -11,6 +11,14 @@ INITIALIZERS = ["keep", "he_normal", "he_uniform", "glorot_uniform", "glorot_nor
 ACTIVATIONS = ["keep", "relu", "leaky_relu", "prelu", "elu", "selu", "gelu", "swish"]
 CLIP_THRESHOLDS = [0.5, 1.0, 5.0]
 LEARNING_RATE_SCALES = [1.0, 0.3, 0.1, 0.01]
+#: Learning-rate scales when gradients explode: a rate 10 to 1000 times too
+#: high (SGD at 50 where 0.05 trains) is a common way to blow up.
+WIDE_LEARNING_RATE_SCALES = [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001]
+#: Optimizers tried where plain SGD (or an adaptive one at a tiny rate) cannot
+#: carry a weak gradient: "name:rate" strings, since Choice values share a type.
+OPTIMIZER_CHOICES = ["keep", "adam:0.001", "adam:0.01", "rmsprop:0.001"]
+_VANISHING = {"vanishing_gradients", "slow_updates", "saturated_units"}
+_EXPLODING = {"exploding_gradients", "nonfinite", "large_updates"}
 
 
 @dataclasses.dataclass
@@ -27,8 +35,11 @@ class Dimension:
                 "default": self.default}
 
 
-def search_space(diagnosis, model) -> list:
-    """The dimensions to search, from the fixes of the warning and error findings."""
+def search_space(diagnosis, model, trial_steps: int = 60) -> list:
+    """The dimensions to search, from the fixes of the warning and error findings.
+
+    ``trial_steps`` sizes the warm-up offered against exploding gradients.
+    """
     from ..probe import leaf_layers, _is_graph_model
 
     _, keras = import_keras()
@@ -55,13 +66,76 @@ def search_space(diagnosis, model) -> list:
         dimensions.append(Dimension("clipping", ["none", "global_clipnorm", "clipnorm", "clipvalue"],
                                     opened["clipping"], "global_clipnorm"))
         dimensions.append(Dimension("clip_threshold", CLIP_THRESHOLDS, opened["clipping"], 1.0))
-    simple_rnn = any(isinstance(layer, keras.layers.SimpleRNN) for layer in layers)
-    if "recurrence" in opened and simple_rnn:
-        dimensions.append(Dimension("recurrence", ["none", "irnn"], opened["recurrence"], "irnn"))
-    if "learning_rate" in opened:
-        default = 0.1 if categories & {"exploding_gradients", "nonfinite", "large_updates"} else 1.0
-        dimensions.append(Dimension("learning_rate_scale", LEARNING_RATE_SCALES, opened["learning_rate"], default))
+    if "recurrence" in opened:
+        dimensions += _recurrent_dimensions(layers, opened["recurrence"], keras)
+    dimensions += _learning_rate_dimensions(diagnosis, model, opened, trial_steps)
     return dimensions
+
+
+def _recurrent_dimensions(layers, rules, keras) -> list:
+    """Cell type, IRNN, forget-gate bias and orthogonal recurrent weights, for what the model has."""
+    simple = any(isinstance(layer, keras.layers.SimpleRNN) for layer in layers)
+    gru = any(isinstance(layer, keras.layers.GRU) for layer in layers)
+    lstm = any(isinstance(layer, keras.layers.LSTM)
+               or isinstance(getattr(layer, "forward_layer", None), keras.layers.LSTM) for layer in layers)
+    dimensions = []
+    if simple:
+        dimensions.append(Dimension("cell", ["keep", "gru", "lstm"], rules, "lstm"))
+        dimensions.append(Dimension("recurrence", ["none", "irnn"], rules, "none"))
+    elif gru:
+        dimensions.append(Dimension("cell", ["keep", "lstm"], rules, "lstm"))
+    if simple or gru or lstm:
+        dimensions.append(Dimension("forget_bias", ["keep", "unit", "chrono"], rules, "chrono"))
+        dimensions.append(Dimension("recurrent_initializer", ["keep", "orthogonal"], rules, "orthogonal"))
+    return dimensions
+
+
+def _learning_rate_dimensions(diagnosis, model, opened: dict, trial_steps: int) -> list:
+    """Learning-rate scale, warm-up and optimizer, as the findings and the optimizer call for."""
+    categories = set(diagnosis.categories)
+    name, rate = _optimizer_of(model)
+    dimensions = []
+    exploding_rules = [f.rule for f in diagnosis.at_least("warning") if f.category in _EXPLODING]
+    if "learning_rate" in opened or exploding_rules:
+        rules = opened.get("learning_rate") or exploding_rules
+        if categories & _EXPLODING:
+            default = 0.1 if _high_rate(name, rate) else 1.0
+            dimensions.append(Dimension("learning_rate_scale", WIDE_LEARNING_RATE_SCALES, rules, default))
+            dimensions.append(Dimension("warmup_steps", [0, max(5, int(round(0.15 * trial_steps)))], rules, 0))
+        else:
+            dimensions.append(Dimension("learning_rate_scale", LEARNING_RATE_SCALES, rules, 1.0))
+    vanishing_rules = [f.rule for f in diagnosis.at_least("warning") if f.category in _VANISHING]
+    plain_sgd = name == "SGD"
+    slow_adaptive = name in ("Adam", "RMSprop", "Adagrad", "Adamax", "Nadam", "AdamW") and rate is not None \
+        and rate < 3e-4
+    # Through time, a gated cell often needs a rate above Adam's standard 1e-3
+    # to pick a weak long-range signal out within a short budget.
+    through_time = "recurrence" in opened
+    if vanishing_rules and (plain_sgd or slow_adaptive or through_time):
+        dimensions.append(Dimension("optimizer", OPTIMIZER_CHOICES, vanishing_rules, "adam:0.001"))
+    elif plain_sgd:
+        # Once an explosion or dead units are fixed, plain SGD at a safe rate
+        # often learns too slowly to show it within the budget.
+        others = [f.rule for f in diagnosis.at_least("warning") if f.category in _EXPLODING | {"dead_units"}]
+        if others:
+            dimensions.append(Dimension("optimizer", OPTIMIZER_CHOICES, others, "keep"))
+    return dimensions
+
+
+def _high_rate(name: str, rate) -> bool:
+    """Whether a learning rate is well above its optimizer's usual range (SGD 0.5, adaptive 5e-3)."""
+    if rate is None:
+        return False
+    return rate >= (0.5 if name == "SGD" else 5e-3)
+
+
+def _optimizer_of(model) -> tuple:
+    """``(class name, learning rate or None)`` of the model's optimizer (Adam 1e-3 if none)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return "Adam", 1e-3
+    rate = optimizer.get_config().get("learning_rate")
+    return type(optimizer).__name__, float(rate) if isinstance(rate, (int, float)) else None
 
 
 def expert_starts(dimensions, diagnosis) -> list:
@@ -73,6 +147,14 @@ def expert_starts(dimensions, diagnosis) -> list:
     names = {d.name for d in dimensions}
     categories = set(diagnosis.categories)
     starts = [{d.name: d.default for d in dimensions}]
+    if "cell" in names:
+        # A gated cell with an adaptive optimizer is the textbook answer to
+        # vanishing through time; GRU and LSTM each get a chance early.
+        starts.append({"cell": "gru", "optimizer": "adam:0.01", "recurrent_initializer": "orthogonal"})
+        starts.append({"cell": "lstm", "forget_bias": "chrono", "optimizer": "adam:0.01"})
+    elif "forget_bias" in names:
+        starts.append({"forget_bias": "chrono", "optimizer": "adam:0.01"})
+        starts.append({"forget_bias": "unit", "recurrent_initializer": "orthogonal", "optimizer": "adam:0.001"})
     if {"activation", "initializer"} <= names:
         starts.append({"activation": "selu", "initializer": "lecun_normal"})
     if "normalization" in names:
@@ -82,16 +164,30 @@ def expert_starts(dimensions, diagnosis) -> list:
         starts.append({"clipping": "global_clipnorm", "clip_threshold": 1.0, "learning_rate_scale": 0.1})
     if "learning_rate_scale" in names:
         starts.append({"learning_rate_scale": 0.01})
+        if categories & _EXPLODING:
+            warmup = next((d.values[-1] for d in dimensions if d.name == "warmup_steps"), 0)
+            starts.append({"learning_rate_scale": 0.001, "warmup_steps": warmup})
+    if "optimizer" in names and "cell" not in names and "forget_bias" not in names:
+        # Second, right after the textbook defaults: a short budget may run only four trials.
+        starts.insert(1, {**{d.name: d.default for d in dimensions}, "optimizer": "adam:0.001",
+                          "learning_rate_scale": 1.0, "warmup_steps": 0})
     completed = []
     for start in starts:
-        values = {d.name: start.get(d.name, "keep" if "keep" in d.values else d.values[0])
-                  for d in dimensions}
+        values = {d.name: start.get(d.name, _neutral(d)) for d in dimensions}
         for dimension in dimensions:
             if values[dimension.name] not in dimension.values:
                 values[dimension.name] = dimension.default
         if values not in completed:
             completed.append(values)
     return completed
+
+
+def _neutral(dimension):
+    """The value of ``dimension`` that changes nothing."""
+    for value in ("keep", "none", 1.0, 0):
+        if value in dimension.values:
+            return value
+    return dimension.values[0]
 
 
 def setup_from_values(values: dict):
@@ -103,9 +199,15 @@ def setup_from_values(values: dict):
         return None if value in (None, "keep", "none") else value
 
     clipping = pick("clipping")
+    optimizer, optimizer_rate = None, None
+    if pick("optimizer"):
+        optimizer, _, rate = str(values["optimizer"]).partition(":")
+        optimizer_rate = float(rate) if rate else None
     return Setup(
         initializer=pick("initializer"), activation=pick("activation"),
         normalization=pick("normalization"), clipping=clipping,
         clip_threshold=float(values["clip_threshold"]) if clipping and "clip_threshold" in values else None,
         learning_rate_scale=float(values.get("learning_rate_scale", 1.0)),
-        recurrence=pick("recurrence"))
+        recurrence=pick("recurrence"), cell=pick("cell"), forget_bias=pick("forget_bias"),
+        recurrent_initializer=pick("recurrent_initializer"), optimizer=optimizer,
+        optimizer_learning_rate=optimizer_rate, warmup_steps=int(values.get("warmup_steps", 0) or 0))

@@ -49,11 +49,14 @@ def _tuner_classes():
 
         starts: list = []
         deadline: float | None = None
+        #: Trials handed out before the deadline may stop the search.
+        min_trials: int = 0
         on_end: Callable | None = None
         stop_seen: bool = False
 
         def populate_space(self, trial_id):
-            if self.deadline is not None and time.perf_counter() > self.deadline:
+            if (self.deadline is not None and time.perf_counter() > self.deadline
+                    and len(self.trials) >= self.min_trials):
                 return {"status": "STOPPED"}
             while self.starts:
                 values = self.starts.pop(0)
@@ -106,7 +109,7 @@ def _tuner_classes():
             fraction = 1.0
             if "tuner/epochs" in hp.values:
                 fraction = hp.values["tuner/epochs"] / self.max_epochs
-            result = self.runner(candidate, fraction)
+            result = self.runner(candidate, fraction, dict(hp.values))
             record = TrialRecord.from_run(trial.trial_id, hp.values, result, self.tuner_id)
             write_record(self.get_trial_dir(trial.trial_id), record)
             self.records[trial.trial_id] = record

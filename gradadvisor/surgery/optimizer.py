@@ -6,7 +6,7 @@ import collections.abc
 
 from .._tf import import_keras
 from ..errors import SurgeryError
-from .setups import Setup, _as_setup
+from .setups import OPTIMIZERS, STANDARD_LEARNING_RATE, Setup, _as_setup
 
 _CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
 
@@ -17,21 +17,66 @@ def _optimizer_configs(model, setup: Setup, keras) -> tuple:
     if optimizer is None:
         optimizer = keras.optimizers.Adam(1e-3)
     current = optimizer.get_config()
-    new = dict(current)
+    cls, new = type(optimizer), dict(current)
+    if setup.optimizer is not None:
+        cls = getattr(keras.optimizers, OPTIMIZERS[setup.optimizer])
+        new = cls(learning_rate=setup.optimizer_learning_rate or STANDARD_LEARNING_RATE).get_config()
+        # The user's own clipping stays unless the setup chooses another.
+        for key in _CLIP_KEYS:
+            new[key] = current.get(key)
     if setup.learning_rate_scale != 1.0:
-        if "learning_rate" not in current:
+        if "learning_rate" not in new:
             raise SurgeryError(
-                f"The optimizer {type(optimizer).__name__} has no 'learning_rate' setting, so the "
+                f"The optimizer {cls.__name__} has no 'learning_rate' setting, so the "
                 "learning rate cannot be scaled. Use a setup with learning_rate_scale=1.0.")
-        new["learning_rate"] = _scaled_rate(current["learning_rate"], setup.learning_rate_scale,
-                                            type(optimizer).__name__)
+        new["learning_rate"] = _scaled_rate(new["learning_rate"], setup.learning_rate_scale, cls.__name__)
+    if setup.warmup_steps:
+        new["learning_rate"] = _warmed_up(new.get("learning_rate"), setup.warmup_steps, cls.__name__, keras)
     clipping = setup.clipping_kind
     if clipping is not None:
         for key in _CLIP_KEYS:
             new[key] = None
         # Keras optimizers accept only one of clipnorm, clipvalue and global_clipnorm.
         new[clipping] = setup.clip_threshold
-    return type(optimizer), current, new
+    return cls, current, new
+
+
+def _optimizer_changes(model, setup: Setup, keras, layer_name: str) -> list:
+    """Entries ``{"layer", "change", "from", "to"}`` for what the setup changes on the optimizer."""
+    from .plan import _entry
+
+    cls, current, new = _optimizer_configs(model, setup, keras)
+    entries = []
+    before_class = type(getattr(model, "optimizer", None) or keras.optimizers.Adam(1e-3)).__name__
+    if cls.__name__ != before_class:
+        entries.append(_entry(layer_name, "optimizer", before_class, cls.__name__))
+    for key in ("learning_rate",) + _CLIP_KEYS:
+        before, after = current.get(key), new.get(key)
+        if before == after:
+            continue
+        if key == "learning_rate":
+            before = _tidy(before) if isinstance(before, (int, float)) else before
+            if isinstance(after, dict) and setup.warmup_steps:
+                after = (f"linear warm-up over {setup.warmup_steps} steps to "
+                         f"{after['config']['warmup_target']:g}")
+        entries.append(_entry(layer_name, key, before, after))
+    return entries
+
+
+def _warmed_up(rate, steps: int, optimizer_name: str, keras) -> dict:
+    """A schedule rising linearly over ``steps`` steps to ``rate``, then constant.
+
+    Keras' ``CosineDecay`` with ``alpha=1`` never decays, so its warm-up phase
+    alone is a linear warm-up built from a standard, serialisable schedule.
+    """
+    if not isinstance(rate, (int, float)):
+        raise SurgeryError(
+            f"The learning rate of the {optimizer_name} optimizer is already a schedule, so "
+            "gradadvisor cannot add a warm-up to it. Use a setup with warmup_steps=0.")
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=_tidy(rate / (steps + 1)), decay_steps=1, alpha=1.0,
+        warmup_target=_tidy(rate), warmup_steps=int(steps))
+    return keras.optimizers.schedules.serialize(schedule)
 
 
 def _scaled_rate(rate, scale: float, optimizer_name: str):
@@ -62,7 +107,8 @@ def _tidy(value: float) -> float:
 
 def optimizer_for(model, setup: Setup):
     """A fresh optimizer for a rewritten model: same class and config as the
-    model's, learning rate scaled and the setup's gradient clipping set.
+    model's (or the setup's Adam/RMSprop at its rate), learning rate scaled,
+    warmed up if asked, and the setup's gradient clipping set.
 
     Clipping lives on the optimizer in Keras 3 (``model.compile(clipnorm=...)``
     is a TypeError), and only one of ``clipnorm``, ``clipvalue`` and

@@ -12,8 +12,8 @@ from .activations import _plan_activation
 from .build import _Builder, _new_layer, _PlanFailed
 from .initializers import _plan_initializer
 from .normalization import _plan_normalization
-from .optimizer import _CLIP_KEYS, _compile_arguments, _optimizer_configs, _tidy, optimizer_for
-from .plan import _LeafPlan, _Names, _entry, _skip
+from .optimizer import _compile_arguments, _optimizer_changes, optimizer_for
+from .plan import _LeafPlan, _Names, _skip
 from .recurrence import _plan_recurrence
 from .setups import Setup, _as_setup
 from .structure import _Structure
@@ -310,16 +310,5 @@ def describe_changes(model, setup: Setup, scope=None) -> list:
     scope = _check_scope(model, scope)
     _, plans, _ = _plan(model, setup, scope, keras)
     entries = [entry for plan in plans.values() for entry in plan.changes()]
-    return entries + _optimizer_changes(model, setup, keras)
-
-
-def _optimizer_changes(model, setup: Setup, keras) -> list:
-    entries = []
-    _, current, new = _optimizer_configs(model, setup, keras)
-    for key in ("learning_rate",) + _CLIP_KEYS:
-        before, after = current.get(key), new.get(key)
-        if before != after:
-            if key == "learning_rate" and isinstance(before, (int, float)):
-                before = _tidy(before)
-            entries.append(_entry(OPTIMIZER, key, before, after))
+    entries.extend(_optimizer_changes(model, setup, keras, OPTIMIZER))
     return entries

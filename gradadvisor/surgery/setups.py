@@ -24,6 +24,18 @@ CLIPPINGS = ("none", "clipnorm", "clipvalue", "global_clipnorm")
 #: recurrent matrix (Le, Jaitly and Hinton, 2015), which carries gradient across
 #: long sequences where tanh units with random recurrent weights lose it.
 RECURRENCES = ("none", "irnn")
+#: Recurrent cells a SimpleRNN (or GRU) layer may become: gated cells keep a
+#: gradient path through time that a tanh SimpleRNN loses.
+CELLS = ("gru", "lstm")
+#: LSTM forget-gate biases: "unit" starts them at 1 (Jozefowicz et al., 2015);
+#: "chrono" draws them from log(U[1, T-1]) with the input-gate bias its
+#: negative, T the sequence length (Tallec and Ollivier, 2018), so the cell
+#: starts out remembering over spans up to T.
+FORGET_BIASES = ("unit", "chrono")
+#: Optimizers a setup may switch to, at their standard learning rate unless
+#: ``optimizer_learning_rate`` says otherwise.
+OPTIMIZERS = {"adam": "Adam", "rmsprop": "RMSprop"}
+STANDARD_LEARNING_RATE = 1.0e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +59,20 @@ class Setup:
         learning_rate_scale: Factor on the optimizer's learning rate.
         recurrence: ``"irnn"`` turns SimpleRNN layers into IRNNs (ReLU, identity
             recurrent initializer); None / ``"none"`` keeps them.
+        cell: ``"gru"`` or ``"lstm"`` replaces SimpleRNN layers (and ``"lstm"``
+            GRU layers) by that cell, keeping units and the return and
+            direction flags; None keeps them.
+        forget_bias: ``"unit"`` or ``"chrono"`` (see :data:`FORGET_BIASES`)
+            for LSTM layers, including those ``cell`` creates; None keeps them.
+        recurrent_initializer: ``"orthogonal"`` re-initialises recurrent
+            kernels orthogonally; None keeps them.
+        optimizer: ``"adam"`` or ``"rmsprop"`` replaces the optimizer (the
+            clipping of the setup still applies); None keeps the model's.
+        optimizer_learning_rate: The new optimizer's learning rate (None:
+            :data:`STANDARD_LEARNING_RATE`); ``learning_rate_scale`` applies
+            on top.
+        warmup_steps: Steps of linear learning-rate warm-up from near zero to
+            the (scaled) rate, then constant; 0 for none.
 
     Example:
         >>> setup = Setup(initializer="he_normal", activation="relu",
@@ -62,9 +88,32 @@ class Setup:
     clip_threshold: float | None = 1.0
     learning_rate_scale: float = 1.0
     recurrence: str | None = None
+    cell: str | None = None
+    forget_bias: str | None = None
+    recurrent_initializer: str | None = None
+    optimizer: str | None = None
+    optimizer_learning_rate: float | None = None
+    warmup_steps: int = 0
 
     def __post_init__(self):
         _check_choice("recurrence", self.recurrence, RECURRENCES)
+        _check_choice("cell", self.cell, CELLS)
+        _check_choice("forget_bias", self.forget_bias, FORGET_BIASES)
+        _check_choice("recurrent_initializer", self.recurrent_initializer, ("orthogonal",))
+        _check_choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
+        if (isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int)
+                or self.warmup_steps < 0):
+            raise UsageError(
+                "The 'warmup_steps' parameter of Setup must be a whole number of at least 0. "
+                f"Got {self.warmup_steps!r} instead.")
+        if self.optimizer_learning_rate is not None:
+            value = self.optimizer_learning_rate
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or value <= 0):
+                raise UsageError(
+                    "The 'optimizer_learning_rate' parameter of Setup must be None or a positive "
+                    f"finite number. Got {value!r} instead.")
+            object.__setattr__(self, "optimizer_learning_rate", float(value))
         _check_choice("initializer", self.initializer, tuple(INITIALIZERS))
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
@@ -102,7 +151,19 @@ class Setup:
         """Whether the setup changes nothing at all."""
         return (self.kernel_initializer is None and self.activation is None
                 and self.normalization_kind is None and self.clipping_kind is None
-                and self.learning_rate_scale == 1.0 and self.recurrence_kind is None)
+                and self.learning_rate_scale == 1.0 and self.recurrence_kind is None
+                and not self.changes_recurrent_layers and not self.changes_optimizer_class
+                and self.warmup_steps == 0)
+
+    @property
+    def changes_recurrent_layers(self) -> bool:
+        """Whether the cell, forget-gate bias or recurrent initializer changes."""
+        return bool(self.cell or self.forget_bias or self.recurrent_initializer)
+
+    @property
+    def changes_optimizer_class(self) -> bool:
+        """Whether the optimizer is replaced."""
+        return self.optimizer is not None
 
     @property
     def recurrence_kind(self) -> str | None:
@@ -124,6 +185,17 @@ class Setup:
             parts.append(f"learning rate x{self.learning_rate_scale:g}")
         if self.recurrence_kind:
             parts.append(f"{self.recurrence_kind} recurrence")
+        if self.cell:
+            parts.append(f"{self.cell.upper()} cells")
+        if self.forget_bias:
+            parts.append(f"{self.forget_bias} forget-gate bias")
+        if self.recurrent_initializer:
+            parts.append(f"{self.recurrent_initializer} recurrent weights")
+        if self.optimizer:
+            rate = self.optimizer_learning_rate or STANDARD_LEARNING_RATE
+            parts.append(f"{OPTIMIZERS[self.optimizer]} at {rate:g}")
+        if self.warmup_steps:
+            parts.append(f"{self.warmup_steps}-step linear warm-up")
         return ", ".join(parts) if parts else "the model unchanged"
 
     def to_dict(self) -> dict:

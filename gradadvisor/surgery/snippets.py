@@ -6,7 +6,7 @@ from .._tf import import_keras
 from ..probe import _is_graph_model, leaf_layers
 from .activations import _LAYER_ACTIVATIONS
 from .optimizer import _tidy
-from .setups import Setup, _as_setup
+from .setups import OPTIMIZERS, STANDARD_LEARNING_RATE, Setup, _as_setup
 
 
 def snippet(setup: Setup, *, model=None) -> str:
@@ -51,6 +51,7 @@ def snippet(setup: Setup, *, model=None) -> str:
         lines += ["# IRNN: ReLU units and an identity recurrent matrix in each SimpleRNN layer.",
                   f'recurrent = layers.SimpleRNN({units[1]}, activation="relu", '
                   'recurrent_initializer="identity")']
+    lines += _snippet_recurrent(setup, recurrent_class, units[1])
     optimizer_lines = _snippet_optimizer(setup, model)
     if optimizer_lines:
         lines += [""] + optimizer_lines
@@ -108,22 +109,58 @@ def _dense_and_activation(init_args: str, activation: str | None, split: bool = 
     return [f'layers.Dense({width}, activation="{activation}"{init_args})']
 
 
+def _snippet_recurrent(setup: Setup, recurrent_class: str, units: int) -> list:
+    """Lines for the cell, forget-gate bias and recurrent initializer of a recurrent layer."""
+    if not setup.changes_recurrent_layers:
+        return []
+    cell = {"gru": "GRU", "lstm": "LSTM"}.get(setup.cell, "LSTM" if setup.forget_bias else recurrent_class)
+    arguments = [str(units)]
+    lines = [""]
+    if setup.cell:
+        lines.append(f"# Each {recurrent_class} layer becomes a {cell} with the same units and return flags.")
+    if setup.recurrent_initializer:
+        arguments.append(f'recurrent_initializer="{setup.recurrent_initializer}"')
+    if setup.forget_bias == "unit" and cell == "LSTM":
+        arguments.append("unit_forget_bias=True")
+    elif setup.forget_bias == "chrono" and cell == "LSTM":
+        lines += ["# Chrono initialization (Tallec & Ollivier, 2018): forget-gate bias log(U[1, T-1]),",
+                  "# input-gate bias its negative, T the sequence length.",
+                  "import numpy as np",
+                  "T = 100  # your sequence length",
+                  f"forget = np.log(np.random.uniform(1, T - 1, size={units}))",
+                  f"chrono = np.concatenate([-forget, forget, np.zeros({2 * units})]).tolist()"]
+        arguments.append("unit_forget_bias=False, bias_initializer=keras.initializers.Constant(chrono)")
+    lines.append(f"recurrent = layers.{cell}({', '.join(arguments)})")
+    return lines
+
+
 def _snippet_optimizer(setup: Setup, model) -> list:
     clipping = setup.clipping_kind
-    if clipping is None and setup.learning_rate_scale == 1.0:
+    if (clipping is None and setup.learning_rate_scale == 1.0 and setup.optimizer is None
+            and not setup.warmup_steps):
         return []
     name, rate = "Adam", 0.001
     if model is not None and getattr(model, "optimizer", None) is not None:
         name = type(model.optimizer).__name__
         rate = model.optimizer.get_config().get("learning_rate")
-    arguments = []
+    if setup.optimizer is not None:
+        name, rate = OPTIMIZERS[setup.optimizer], setup.optimizer_learning_rate or STANDARD_LEARNING_RATE
+    lines, arguments = [], []
     comment = ""
-    if setup.learning_rate_scale != 1.0:
-        if isinstance(rate, (int, float)):
-            arguments.append(f"learning_rate={_tidy(rate * setup.learning_rate_scale)!r}")
-            comment = f"  # {setup.learning_rate_scale:g} x {_tidy(rate):g}"
-        else:
-            comment = f"  # scale your learning rate schedule by {setup.learning_rate_scale:g}"
+    if isinstance(rate, (int, float)):
+        rate = _tidy(rate * setup.learning_rate_scale)
+        if setup.learning_rate_scale != 1.0 or setup.optimizer is not None:
+            arguments.append(f"learning_rate={rate!r}")
+        if setup.learning_rate_scale != 1.0:
+            comment = f"  # {setup.learning_rate_scale:g} x {_tidy(rate / setup.learning_rate_scale):g}"
+    elif setup.learning_rate_scale != 1.0:
+        comment = f"  # scale your learning rate schedule by {setup.learning_rate_scale:g}"
+    if setup.warmup_steps and isinstance(rate, (int, float)):
+        lines += [f"# Linear warm-up over {setup.warmup_steps} steps, then a constant rate.",
+                  "schedule = keras.optimizers.schedules.CosineDecay(",
+                  f"    initial_learning_rate={_tidy(rate / (setup.warmup_steps + 1))!r}, decay_steps=1, "
+                  f"alpha=1.0, warmup_target={rate!r}, warmup_steps={setup.warmup_steps})"]
+        arguments = [a for a in arguments if not a.startswith("learning_rate=")] + ["learning_rate=schedule"]
     if clipping is not None:
         arguments.append(f"{clipping}={setup.clip_threshold!r}")
-    return [f"optimizer = keras.optimizers.{name}({', '.join(arguments)}){comment}"]
+    return lines + [f"optimizer = keras.optimizers.{name}({', '.join(arguments)}){comment}"]
