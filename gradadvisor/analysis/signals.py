@@ -167,19 +167,83 @@ def num_flow_layers(probe: ProbeResult, layer=None):
 
 @signal("global_grad_norm_growth", "model", "ratio")
 def global_grad_norm_growth(probe: ProbeResult, layer=None):
-    """Largest finite global gradient norm over the first one: how far gradients
-    grew across the probe's steps. Infinite when the gradients turned non-finite
-    after the first step."""
+    """Largest finite global gradient norm over the first non-zero one: how far
+    gradients grew across the probe's steps. Infinite when the gradients turned
+    non-finite after the first step; 1 when every gradient was exactly zero (a
+    norm that stays at zero did not grow; GA601 reports it)."""
     norms = np.asarray(probe.global_grad_norm, dtype="float64")
-    if norms.size < 2:
+    if norms.size < 2 or not math.isfinite(norms[0]):
         return None
-    first = norms[0]
-    if not math.isfinite(first) or first <= 0:
-        return None
-    later = norms[1:]
+    # Measured from the first step with any gradient: a zero first norm leaves
+    # the ratio undefined, and rules reading it (GA203, GA401) would go silent.
+    positive = np.flatnonzero(norms > 0)
+    if positive.size == 0:
+        return 1.0 if np.all(np.isfinite(norms)) else math.inf
+    start = int(positive[0])
+    later = norms[start + 1:]
     if not np.all(np.isfinite(later)):
         return math.inf
-    return float(later.max() / first)
+    if later.size == 0:
+        return 1.0
+    return float(later.max() / norms[start])
+
+
+@signal("sustained_grad_norm_growth", "model", "ratio")
+def sustained_grad_norm_growth(probe: ProbeResult, layer=None):
+    """Median global gradient norm over the last third of the finite steps over
+    the median over the first third: growth that persists. A diverging run keeps
+    its gradients large; one spike (a batch that lands on a sharp spot after the
+    loss has converged) moves a median not at all. Infinite when the gradients
+    turned non-finite; None with fewer than three finite steps or no gradient at
+    the start."""
+    norms = np.asarray(probe.global_grad_norm, dtype="float64")
+    if norms.size and not np.all(np.isfinite(norms)):
+        return math.inf
+    if norms.size < 3:
+        return None
+    third = max(1, norms.size // 3)
+    head, tail = float(np.median(norms[:third])), float(np.median(norms[-third:]))
+    if head <= 0:
+        return None if tail <= 0 else math.inf
+    return tail / head
+
+
+@signal("global_grad_norm_max", "model", "gradient units")
+def global_grad_norm_max(probe: ProbeResult, layer=None):
+    """Largest finite global gradient norm over the probe's steps: exactly 0
+    when no trainable weight received any gradient at any step."""
+    norms = _finite(probe.global_grad_norm)
+    return float(norms.max()) if norms.size else None
+
+
+@signal("grad_norm_relative_range", "model", "ratio")
+def grad_norm_relative_range(probe: ProbeResult, layer=None):
+    """(largest - smallest) finite global gradient norm over their median. Near
+    0 over several batches and weight updates means the gradient depends on
+    neither: the loss does not see the model's output. None with fewer than
+    three finite steps or a zero median."""
+    norms = _finite(probe.global_grad_norm)
+    if norms.size < 3:
+        return None
+    middle = float(np.median(norms))
+    return None if middle <= 0 else float(np.ptp(norms) / middle)
+
+
+@signal("loss_relative_range", "model", "ratio")
+def loss_relative_range(probe: ProbeResult, layer=None):
+    """(largest - smallest) finite loss over the probe over the size of the
+    median loss (at least 1e-12): 0 for a loss that did not move at all across
+    batches and updates. None with fewer than three finite steps."""
+    losses = _finite(probe.loss)
+    if losses.size < 3:
+        return None
+    return float(np.ptp(losses) / max(abs(float(np.median(losses))), 1e-12))
+
+
+@signal("probe_steps", "model", "steps")
+def probe_steps(probe: ProbeResult, layer=None):
+    """Number of steps the probe ran before any non-finite value."""
+    return float(finite_steps(probe))
 
 
 @signal("loss_ratio", "model", "ratio")
@@ -285,6 +349,46 @@ for _name, _stat, _unit, _how, _doc in [
     signal(_name, "layer", _unit)(_function)
 
 
+#: Layer classes whose gradients are sparse by design: a lookup only updates
+#: the rows the batch used.
+_SPARSE = ("Embedding",)
+#: A ReLU layer with at least this fraction of dead units passes no gradient to
+#: the layers before it (the threshold of GA401).
+_DEAD = 0.5
+
+
+@signal("zero_grads_explained", "layer", "flag (0 or 1)")
+def zero_grads_explained(probe: ProbeResult, layer):
+    """1 when exactly-zero gradient entries in this layer have a known reason
+    that another rule reports or that is by design: the layer is a sparse lookup
+    (Embedding: unused rows get no gradient), a ReLU layer at or after it in the
+    forward pass has at least half its units dead (GA401), no layer got any
+    gradient (GA601), or layer outputs were not recorded, so dead units cannot be
+    ruled out. 0 otherwise: then the zeros are the vanishing or frozen layer the
+    gradient rules look for (an underflow to exactly zero, say)."""
+    if any(kind in layer.class_name for kind in _SPARSE):
+        return 1.0
+    if not probe.activations_recorded or global_grad_norm_max(probe) == 0:
+        return 1.0
+    return 1.0 if layer.index <= _last_dead_index(probe) else 0.0
+
+
+def _last_dead_index(probe: ProbeResult) -> int:
+    """Index of the last layer with at least half its ReLU units dead, or -1.
+
+    Kept on the probe: every layer of a rule asks, and the answer is the same.
+    """
+    cached = probe.__dict__.get("_last_dead_index")
+    if cached is not None and cached[0] == probe.steps_run:
+        return cached[1]
+    late = _stat_signal("dead_fraction", "late")
+    indices = [info.index for info in probe.layers
+               if (dead := late(probe, info)) is not None and dead >= _DEAD]
+    value = max(indices, default=-1)
+    probe.__dict__["_last_dead_index"] = (probe.steps_run, value)
+    return value
+
+
 @signal("weight_norm_growth", "layer", "ratio")
 def weight_norm_growth(probe: ProbeResult, layer):
     """Last finite weight norm over the first: how much the step updates grew
@@ -293,6 +397,123 @@ def weight_norm_growth(probe: ProbeResult, layer):
     if values.size < 2 or values[0] <= 0:
         return None
     return float(values[-1] / values[0])
+
+
+# --------------------------------------------------------------------------
+# Output configuration (layer scope: the output layer is what they name)
+
+_PROBABILITIES = ("softmax", "sigmoid")
+
+
+def _output_entry(probe: ProbeResult, layer):
+    """The recorded description of ``layer`` as a model output, or None."""
+    if not layer.is_output:
+        return None
+    for entry in probe.outputs or []:
+        name = entry.get("layer")
+        if name and (layer.name == name or layer.name.endswith("/" + name)):
+            return entry
+    return None
+
+
+def _output_flag(check):
+    def compute(probe: ProbeResult, layer):
+        entry = _output_entry(probe, layer)
+        if entry is None:
+            return None
+        verdict = check(entry)
+        return None if verdict is None else (1.0 if verdict else 0.0)
+
+    return compute
+
+
+def _softmax_one_unit(entry):
+    if entry.get("activation") is None or entry.get("units") is None:
+        return None
+    return entry["activation"] == "softmax" and entry["units"] == 1
+
+
+def _sigmoid_multiclass(entry):
+    if entry.get("activation") is None or entry.get("loss_kind") is None:
+        return None
+    return (entry["activation"] == "sigmoid" and entry["loss_kind"] in ("categorical", "sparse")
+            and (entry.get("units") or 0) > 1)
+
+
+def _logits_into_probability_loss(entry):
+    if entry.get("activation") is None or entry.get("from_logits") is None:
+        return None
+    return entry["activation"] == "linear" and entry["from_logits"] is False
+
+
+def _probabilities_into_logits_loss(entry):
+    if entry.get("activation") is None or entry.get("from_logits") is None:
+        return None
+    return entry["activation"] in _PROBABILITIES and entry["from_logits"] is True
+
+
+def _classes_over_units(entry):
+    """Classes the targets show over what the output and loss can represent."""
+    units, classes, kind = entry.get("units"), entry.get("target_classes"), entry.get("loss_kind")
+    if not units or not classes or entry.get("target_kind") != "labels":
+        return None
+    if kind == "sparse":
+        return classes / units
+    if kind == "binary" and units == 1:
+        return classes / 2
+    return None
+
+
+for _name, _check, _doc in [
+    ("output_softmax_one_unit", _softmax_one_unit,
+     "1 for an output layer that applies softmax over a single unit: its output is 1.0 for "
+     "every input and its gradient exactly zero. None for other layers."),
+    ("output_sigmoid_multiclass", _sigmoid_multiclass,
+     "1 for an output layer with several sigmoid units trained with a categorical "
+     "crossentropy: independent per-class probabilities where the loss expects a "
+     "distribution that sums to 1. None for other layers or an unknown loss."),
+    ("output_logits_to_probability_loss", _logits_into_probability_loss,
+     "1 for a linear (logit) output layer whose crossentropy loss expects probabilities "
+     "(from_logits=False). None where the loss's expectation cannot be read."),
+    ("output_probabilities_to_logits_loss", _probabilities_into_logits_loss,
+     "1 for a softmax or sigmoid output layer whose crossentropy loss expects logits "
+     "(from_logits=True): the probabilities are squashed a second time. None where the "
+     "loss's expectation cannot be read."),
+]:
+    _function = _output_flag(_check)
+    _function.__doc__ = _doc
+    signal(_name, "layer", "flag (0 or 1)")(_function)
+
+
+def output_problems(probe: ProbeResult) -> list:
+    """``[(output layer, what is wrong)]`` for every misconfigured output, in words."""
+    texts = {
+        "output_softmax_one_unit": "softmax over one unit is 1.0 for every input and passes no gradient",
+        "output_sigmoid_multiclass": "sigmoid units trained with a categorical crossentropy",
+        "output_logits_to_probability_loss": "a linear output fed to a loss that expects probabilities",
+        "output_probabilities_to_logits_loss": "probabilities fed to a loss that expects logits",
+    }
+    problems = []
+    for info in probe.layers:
+        if not info.is_output:
+            continue
+        for name, text in texts.items():
+            if REGISTRY[name].function(probe, info) == 1.0:
+                problems.append((info.name, text))
+        ratio = output_classes_over_units(probe, info)
+        if ratio is not None and ratio > 1:
+            problems.append((info.name, "the targets hold more classes than the output can represent"))
+    return problems
+
+
+@signal("output_classes_over_units", "layer", "ratio")
+def output_classes_over_units(probe: ProbeResult, layer):
+    """Number of classes in the integer targets over the number the output can
+    represent (its units for a sparse categorical loss, 2 for one unit with a
+    binary loss). Above 1, some labels can never be predicted. None for other
+    layers, one-hot or unknown targets."""
+    entry = _output_entry(probe, layer)
+    return None if entry is None else _classes_over_units(entry)
 
 
 # --------------------------------------------------------------------------

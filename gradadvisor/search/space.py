@@ -58,6 +58,12 @@ def search_space(diagnosis, model) -> list:
     simple_rnn = any(isinstance(layer, keras.layers.SimpleRNN) for layer in layers)
     if "recurrence" in opened and simple_rnn:
         dimensions.append(Dimension("recurrence", ["none", "irnn"], opened["recurrence"], "irnn"))
+    if "output" in opened:
+        from ..surgery.output import output_fix_for
+
+        fix = output_fix_for(getattr(diagnosis.probe, "outputs", None))
+        if fix:
+            dimensions.append(Dimension("output", ["keep", fix], opened["output"], fix))
     if "learning_rate" in opened:
         default = 0.1 if categories & {"exploding_gradients", "nonfinite", "large_updates"} else 1.0
         dimensions.append(Dimension("learning_rate_scale", LEARNING_RATE_SCALES, opened["learning_rate"], default))
@@ -108,4 +114,4 @@ def setup_from_values(values: dict):
         normalization=pick("normalization"), clipping=clipping,
         clip_threshold=float(values["clip_threshold"]) if clipping and "clip_threshold" in values else None,
         learning_rate_scale=float(values.get("learning_rate_scale", 1.0)),
-        recurrence=pick("recurrence"))
+        recurrence=pick("recurrence"), output=pick("output"))

@@ -122,6 +122,10 @@ def apply_setup(model, setup: Setup, *, scope=None):
     new = builder.build(model)
     builder.copy_weights()
     arguments = _compile_arguments(model, keras) or {}
+    if setup.output_kind:
+        from .output import rewrite_output
+
+        new, arguments["loss"] = rewrite_output(new, setup.output_kind, arguments.get("loss"))
     new.compile(optimizer=optimizer_for(model, setup), **arguments)
     return new
 

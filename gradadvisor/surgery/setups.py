@@ -47,6 +47,10 @@ class Setup:
         learning_rate_scale: Factor on the optimizer's learning rate.
         recurrence: ``"irnn"`` turns SimpleRNN layers into IRNNs (ReLU, identity
             recurrent initializer); None / ``"none"`` keeps them.
+        output: An output change of :mod:`gradadvisor.surgery.output`
+            (``"sigmoid"``, ``"softmax"``, ``"from_logits"``,
+            ``"probabilities"`` or ``"units=N"``); None / ``"none"`` keeps the
+            output layer and the loss.
 
     Example:
         >>> setup = Setup(initializer="he_normal", activation="relu",
@@ -62,9 +66,14 @@ class Setup:
     clip_threshold: float | None = 1.0
     learning_rate_scale: float = 1.0
     recurrence: str | None = None
+    output: str | None = None
 
     def __post_init__(self):
         _check_choice("recurrence", self.recurrence, RECURRENCES)
+        from .output import OUTPUT_FIXES, is_output_fix
+
+        if self.output not in (None, "none") and not is_output_fix(self.output):
+            _check_choice("output", self.output, ("none",) + OUTPUT_FIXES + ("units=N",))
         _check_choice("initializer", self.initializer, tuple(INITIALIZERS))
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
@@ -102,7 +111,13 @@ class Setup:
         """Whether the setup changes nothing at all."""
         return (self.kernel_initializer is None and self.activation is None
                 and self.normalization_kind is None and self.clipping_kind is None
-                and self.learning_rate_scale == 1.0 and self.recurrence_kind is None)
+                and self.learning_rate_scale == 1.0 and self.recurrence_kind is None
+                and self.output_kind is None)
+
+    @property
+    def output_kind(self) -> str | None:
+        """The output change, with ``"none"`` read as None."""
+        return None if self.output in (None, "none") else self.output
 
     @property
     def recurrence_kind(self) -> str | None:
@@ -124,6 +139,8 @@ class Setup:
             parts.append(f"learning rate x{self.learning_rate_scale:g}")
         if self.recurrence_kind:
             parts.append(f"{self.recurrence_kind} recurrence")
+        if self.output_kind:
+            parts.append(f"output {self.output_kind}")
         return ", ".join(parts) if parts else "the model unchanged"
 
     def to_dict(self) -> dict:
