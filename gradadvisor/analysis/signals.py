@@ -208,6 +208,27 @@ def sustained_grad_norm_growth(probe: ProbeResult, layer=None):
     return tail / head
 
 
+@signal("peak_loss_ratio", "model", "ratio")
+def peak_loss_ratio(probe: ProbeResult, layer=None):
+    """The largest loss from the step of the largest global gradient norm to two
+    steps after it, over the loss at the start (median of the first three
+    steps). Above 1, the gradient peak came with (or threw the weights into) a
+    loss worse than the untrained model's: divergence. Below 1, the peak is a
+    spike on a loss that keeps its progress, such as one hard batch after
+    convergence. Infinite when the loss turned non-finite."""
+    losses = np.asarray(probe.loss, dtype="float64")
+    norms = np.asarray(probe.global_grad_norm, dtype="float64")
+    if not np.all(np.isfinite(losses)) or not np.all(np.isfinite(norms)):
+        return math.inf
+    if losses.size < 3 or norms.size == 0:
+        return None
+    start = float(np.median(losses[:3]))
+    if start <= 0:
+        return None
+    peak = int(np.argmax(norms))
+    return float(losses[peak:peak + 3].max() / start)
+
+
 @signal("global_grad_norm_max", "model", "gradient units")
 def global_grad_norm_max(probe: ProbeResult, layer=None):
     """Largest finite global gradient norm over the probe's steps: exactly 0
@@ -352,17 +373,18 @@ for _name, _stat, _unit, _how, _doc in [
 #: Layer classes whose gradients are sparse by design: a lookup only updates
 #: the rows the batch used.
 _SPARSE = ("Embedding",)
-#: A ReLU layer with at least this fraction of dead units passes no gradient to
-#: the layers before it (the threshold of GA401).
-_DEAD = 0.5
+#: A layer with at least this fraction of dead ReLU units (GA401) or saturated
+#: sigmoid/tanh outputs (GA402) passes little or no gradient to the layers before it.
+_BLOCKING = 0.5
 
 
 @signal("zero_grads_explained", "layer", "flag (0 or 1)")
 def zero_grads_explained(probe: ProbeResult, layer):
     """1 when exactly-zero gradient entries in this layer have a known reason
     that another rule reports or that is by design: the layer is a sparse lookup
-    (Embedding: unused rows get no gradient), a ReLU layer at or after it in the
-    forward pass has at least half its units dead (GA401), no layer got any
+    (Embedding: unused rows get no gradient), a layer at or after it in the
+    forward pass has at least half its ReLU units dead (GA401) or half its
+    sigmoid/tanh outputs saturated (GA402), no layer got any
     gradient (GA601), or layer outputs were not recorded, so dead units cannot be
     ruled out. 0 otherwise: then the zeros are the vanishing or frozen layer the
     gradient rules look for (an underflow to exactly zero, say)."""
@@ -370,22 +392,27 @@ def zero_grads_explained(probe: ProbeResult, layer):
         return 1.0
     if not probe.activations_recorded or global_grad_norm_max(probe) == 0:
         return 1.0
-    return 1.0 if layer.index <= _last_dead_index(probe) else 0.0
+    return 1.0 if layer.index <= _last_blocking_index(probe) else 0.0
 
 
-def _last_dead_index(probe: ProbeResult) -> int:
-    """Index of the last layer with at least half its ReLU units dead, or -1.
+def _last_blocking_index(probe: ProbeResult) -> int:
+    """Index of the last layer with at least half its ReLU units dead or its
+    saturating outputs saturated (these pass no gradient back), or -1.
 
     Kept on the probe: every layer of a rule asks, and the answer is the same.
     """
-    cached = probe.__dict__.get("_last_dead_index")
+    cached = probe.__dict__.get("_last_blocking_index")
     if cached is not None and cached[0] == probe.steps_run:
         return cached[1]
-    late = _stat_signal("dead_fraction", "late")
+    dead = _stat_signal("dead_fraction", "late")
+    saturated = _stat_signal("saturated_fraction", "median")
+    # An output sigmoid is left out, as GA402 leaves it out: the compiled
+    # crossentropy trains through its logit, so saturation there blocks nothing.
     indices = [info.index for info in probe.layers
-               if (dead := late(probe, info)) is not None and dead >= _DEAD]
+               if any(value is not None and value >= _BLOCKING
+                      for value in (dead(probe, info), None if info.is_output else saturated(probe, info)))]
     value = max(indices, default=-1)
-    probe.__dict__["_last_dead_index"] = (probe.steps_run, value)
+    probe.__dict__["_last_blocking_index"] = (probe.steps_run, value)
     return value
 
 
