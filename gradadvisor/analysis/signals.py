@@ -188,26 +188,6 @@ def global_grad_norm_growth(probe: ProbeResult, layer=None):
     return float(later.max() / norms[start])
 
 
-@signal("sustained_grad_norm_growth", "model", "ratio")
-def sustained_grad_norm_growth(probe: ProbeResult, layer=None):
-    """Median global gradient norm over the last third of the finite steps over
-    the median over the first third: growth that persists. A diverging run keeps
-    its gradients large; one spike (a batch that lands on a sharp spot after the
-    loss has converged) moves a median not at all. Infinite when the gradients
-    turned non-finite; None with fewer than three finite steps or no gradient at
-    the start."""
-    norms = np.asarray(probe.global_grad_norm, dtype="float64")
-    if norms.size and not np.all(np.isfinite(norms)):
-        return math.inf
-    if norms.size < 3:
-        return None
-    third = max(1, norms.size // 3)
-    head, tail = float(np.median(norms[:third])), float(np.median(norms[-third:]))
-    if head <= 0:
-        return None if tail <= 0 else math.inf
-    return tail / head
-
-
 @signal("peak_loss_ratio", "model", "ratio")
 def peak_loss_ratio(probe: ProbeResult, layer=None):
     """The largest loss from the step of the largest global gradient norm to two
@@ -358,6 +338,11 @@ for _name, _stat, _unit, _how, _doc in [
      "Median over steps of the fraction of sigmoid/tanh outputs within 1e-2 of an asymptote."),
     ("update_ratio", "update_ratio", "ratio", "median",
      "Median over finite steps of ||w_after - w_before|| / ||w_before|| per step."),
+    ("late_update_ratio", "update_ratio", "ratio", "late",
+     "Median over the last third of the steps of ||w_after - w_before|| / ||w_before||: "
+     "whether the layer still barely moves at the end of the probe. A layer held back at "
+     "the start by design (inside a block whose layer scale starts at 1e-6, as in ConvNeXt) "
+     "speeds up as the scale grows; a frozen layer does not."),
     ("zero_grad_fraction", "zero_grad_fraction", "fraction", "median",
      "Median over steps of the fraction of gradient entries that are exactly zero."),
     ("nonfinite_grads", "nonfinite_grads", "count", "max",
@@ -479,18 +464,6 @@ def _probabilities_into_logits_loss(entry):
     return entry["activation"] in _PROBABILITIES and entry["from_logits"] is True
 
 
-def _classes_over_units(entry):
-    """Classes the targets show over what the output and loss can represent."""
-    units, classes, kind = entry.get("units"), entry.get("target_classes"), entry.get("loss_kind")
-    if not units or not classes or entry.get("target_kind") != "labels":
-        return None
-    if kind == "sparse":
-        return classes / units
-    if kind == "binary" and units == 1:
-        return classes / 2
-    return None
-
-
 for _name, _check, _doc in [
     ("output_softmax_one_unit", _softmax_one_unit,
      "1 for an output layer that applies softmax over a single unit: its output is 1.0 for "
@@ -527,20 +500,7 @@ def output_problems(probe: ProbeResult) -> list:
         for name, text in texts.items():
             if REGISTRY[name].function(probe, info) == 1.0:
                 problems.append((info.name, text))
-        ratio = output_classes_over_units(probe, info)
-        if ratio is not None and ratio > 1:
-            problems.append((info.name, "the targets hold more classes than the output can represent"))
     return problems
-
-
-@signal("output_classes_over_units", "layer", "ratio")
-def output_classes_over_units(probe: ProbeResult, layer):
-    """Number of classes in the integer targets over the number the output can
-    represent (its units for a sparse categorical loss, 2 for one unit with a
-    binary loss). Above 1, some labels can never be predicted. None for other
-    layers, one-hot or unknown targets."""
-    entry = _output_entry(probe, layer)
-    return None if entry is None else _classes_over_units(entry)
 
 
 # --------------------------------------------------------------------------

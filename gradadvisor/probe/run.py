@@ -59,7 +59,6 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(
             f"The 'batch_size' parameter must be a whole number of at least 1. Got {batch_size!r} instead.")
-    synthetic = data is None
     if data is None:
         data = synthetic_data(model, num_samples=max(256, batch_size * 4), seed=seed)
     if data.dataset is None and batch_size > data.num_samples:
@@ -90,7 +89,7 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
         optimizer=dict(describe_optimizer(optimizer), inferred=optimizer_inferred),
         data_source=data.source, batch_size=batch_size, num_steps=steps, seed=seed,
         copy_mode=copy_mode, seconds=round(time.perf_counter() - started, 3),
-        outputs=describe_outputs(model, loss_choice.loss, None if synthetic else data.y))
+        outputs=describe_outputs(model, loss_choice.loss))
     notes = result.setdefault("notes", [])
     if loss_choice.inferred:
         notes.append(f"The model was not compiled: the loss {loss_choice.name} was inferred "

@@ -194,29 +194,32 @@ def _initializer_name(layer, key: str) -> str | None:
 _CROSSENTROPY = ("crossentropy", "binary_focal", "categorical_focal")
 
 
-def describe_outputs(model, loss, y=None) -> list:
+def describe_outputs(model, loss) -> list:
     """What the output-configuration rules need, one dict per model output.
 
     Args:
         model: The model (its output layers and output widths are read).
         loss: The loss the probe trains with: a name, function or Loss object,
             or a list/dict of them for several outputs.
-        y: The user's targets (an array, or a list for several outputs), or
-            None when they are unknown or synthetic (synthetic targets are made
-            to fit the model, so they say nothing about the task).
 
     Returns:
-        ``[{"layer", "activation", "units", "loss", "loss_kind", "from_logits",
-        "target_kind", "target_classes"}]``: ``from_logits`` is None for a loss
-        whose expectations cannot be read (a custom function); ``target_kind``
-        is ``"labels"`` (integer class ids), ``"one_hot"`` or None, and
-        ``target_classes`` the number of classes the targets show.
+        ``[{"layer", "activation", "units", "loss", "loss_kind", "from_logits"}]``:
+        ``activation`` is ``"linear"`` for a layer whose activation is the
+        identity and None where the layer has none to read (a reshape);
+        ``from_logits`` is None for a loss whose expectations cannot be read
+        (a custom function). Targets are checked against the output when the
+        data is loaded, so they are not described here.
     """
     from ..loading import output_layers
     from ..loading.loss import LossChoice, _loss_name
 
     tensors = list(getattr(model, "outputs", None) or [])
-    layers = output_layers(model)
+    try:
+        layers = output_layers(model)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        # A model whose outputs cannot be traced to layers (subclassed, unbuilt):
+        # the output rules then have nothing to judge, the probe goes on.
+        return []
     names = [getattr(getattr(t, "_keras_history", [None])[0], "name", None) for t in tensors]
     described = []
     for position, layer in enumerate(layers):
@@ -229,9 +232,6 @@ def describe_outputs(model, loss, y=None) -> list:
         units = None
         if position < len(tensors) and tensors[position].shape and tensors[position].shape[-1] is not None:
             units = int(tensors[position].shape[-1])
-        targets = y[position] if isinstance(y, (list, tuple)) and position < len(y) else (
-            None if isinstance(y, (list, tuple)) else y)
-        kind, classes = _target_classes(targets)
         name = _loss_name(item) if item is not None else None
         activation = activation_name(layer)
         if activation is None and callable(getattr(layer, "activation", None)):
@@ -245,8 +245,6 @@ def describe_outputs(model, loss, y=None) -> list:
             "loss": name,
             "loss_kind": LossChoice(item, name, False).kind if name else None,
             "from_logits": _from_logits(item, name),
-            "target_kind": kind,
-            "target_classes": classes,
         })
     return described
 
@@ -264,23 +262,3 @@ def _from_logits(loss, name) -> bool | None:
     # expectations cannot be read.
     module = getattr(loss, "__module__", "") or ""
     return False if module.startswith("keras") else None
-
-
-def _target_classes(y, limit: int = 4096):
-    """``(kind, classes)`` of classification targets, or ``(None, None)``."""
-    if y is None:
-        return None, None
-    try:
-        values = np.asarray(y[:limit], dtype="float64")
-    except (TypeError, ValueError, IndexError):
-        return None, None
-    if values.size == 0 or not np.all(np.isfinite(values)):
-        return None, None
-    if values.ndim == 1 or (values.ndim == 2 and values.shape[-1] == 1):
-        flat = values.ravel()
-        if np.all(flat == np.round(flat)) and flat.min() >= 0:
-            return "labels", int(flat.max()) + 1
-        return None, None
-    if values.ndim == 2 and np.all((values == 0) | (values == 1)) and np.all(values.sum(axis=1) == 1):
-        return "one_hot", int(values.shape[-1])
-    return None, None

@@ -1,6 +1,6 @@
 """Output surgery: make the output layer and the loss agree.
 
-The output-configuration rules (GA701-GA705) each call for one change, named
+The output-configuration rules (GA701-GA704) each call for one change, named
 by a short string the search can carry as a choice:
 
 * ``"sigmoid"``: the output activation becomes sigmoid (softmax over one unit);
@@ -11,7 +11,9 @@ by a short string the search can carry as a choice:
   output is linear;
 * ``"probabilities"``: the loss reads probabilities (``from_logits=False``)
   because the output already applies softmax or sigmoid;
-* ``"units=N"``: the output layer gets N units, one per class.
+* ``"units=N"``: the output layer gets N units, one per class (labels outside
+  the output's range are refused when the data is loaded, so no rule calls for
+  it yet; it is there for callers that know the number of classes).
 
 :func:`output_fix_for` picks the change from a probe's output description,
 :func:`rewrite_output` applies it to an uncompiled model and its loss.
@@ -59,10 +61,6 @@ def output_fix_for(outputs: list) -> str | None:
             return "from_logits"
         if activation in ("softmax", "sigmoid") and from_logits is True:
             return "probabilities"
-        classes = entry.get("target_classes")
-        if (entry.get("target_kind") == "labels" and classes and units and kind == "sparse"
-                and classes > units):
-            return f"units={classes}"
     return None
 
 
