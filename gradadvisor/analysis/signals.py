@@ -338,11 +338,6 @@ for _name, _stat, _unit, _how, _doc in [
      "Median over steps of the fraction of sigmoid/tanh outputs within 1e-2 of an asymptote."),
     ("update_ratio", "update_ratio", "ratio", "median",
      "Median over finite steps of ||w_after - w_before|| / ||w_before|| per step."),
-    ("late_update_ratio", "update_ratio", "ratio", "late",
-     "Median over the last third of the steps of ||w_after - w_before|| / ||w_before||: "
-     "whether the layer still barely moves at the end of the probe. A layer held back at "
-     "the start by design (inside a block whose layer scale starts at 1e-6, as in ConvNeXt) "
-     "speeds up as the scale grows; a frozen layer does not."),
     ("zero_grad_fraction", "zero_grad_fraction", "fraction", "median",
      "Median over steps of the fraction of gradient entries that are exactly zero."),
     ("nonfinite_grads", "nonfinite_grads", "count", "max",
