@@ -192,3 +192,26 @@ def test_standalone_sigmoid_layers_are_named_as_a_cause(keras_module):
     reasons = {c["cause"]: c["reason"] for c in vanishing.causes}
     assert "saturating_activation" in reasons
     assert "act_0" in reasons["saturating_activation"] and "sigmoid" in reasons["saturating_activation"]
+
+
+def test_rewrite_output_sets_from_logits_units_and_refuses_what_it_cannot_change(keras_module):
+    from gradadvisor.errors import SurgeryError
+    from gradadvisor.surgery.output import output_fix_for, rewrite_output
+
+    keras = keras_module
+    model = _tiny(keras, 3, None, "sparse_categorical_crossentropy")
+    new, loss = rewrite_output(model, "from_logits", "sparse_categorical_crossentropy")
+    assert isinstance(loss, keras.losses.SparseCategoricalCrossentropy) and loss.from_logits
+    x = np.ones((2, 6), "float32")
+    np.testing.assert_allclose(new.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    _, loss = rewrite_output(model, "probabilities", keras.losses.CategoricalCrossentropy(from_logits=True))
+    assert loss.from_logits is False
+    wider, _ = rewrite_output(model, "units=5", "sparse_categorical_crossentropy")
+    assert wider.predict(x, verbose=0).shape == (2, 5) and model.predict(x, verbose=0).shape == (2, 3)
+    with pytest.raises(SurgeryError, match="not a Keras crossentropy"):
+        rewrite_output(model, "from_logits", lambda y, p: (y - p) ** 2)
+    with pytest.raises(SurgeryError, match="unknown"):
+        rewrite_output(model, "tanh", "mse")
+    assert output_fix_for([{"activation": "softmax", "units": 1}]) == "sigmoid"
+    assert output_fix_for([{"activation": "softmax", "units": 3, "loss_kind": "sparse",
+                            "from_logits": False}]) is None
