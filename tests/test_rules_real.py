@@ -213,5 +213,10 @@ def test_rewrite_output_sets_from_logits_units_and_refuses_what_it_cannot_change
     with pytest.raises(SurgeryError, match="unknown"):
         rewrite_output(model, "tanh", "mse")
     assert output_fix_for([{"activation": "softmax", "units": 1}]) == "sigmoid"
+    from gradadvisor.surgery import Setup, snippet
+
+    text = snippet(Setup(output="sigmoid"))
+    assert 'activation="sigmoid"' in text and "binary_crossentropy" in text
+    compile(text, "snippet", "exec")
     assert output_fix_for([{"activation": "softmax", "units": 3, "loss_kind": "sparse",
                             "from_logits": False}]) is None

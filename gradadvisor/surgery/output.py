@@ -180,3 +180,25 @@ def _binary_loss(loss, keras):
         return loss
     from_logits = bool(getattr(loss, "from_logits", False))
     return keras.losses.BinaryCrossentropy(from_logits=from_logits)
+
+
+def output_snippet(fix: str) -> list:
+    """Python lines showing the output change ``fix`` in one's own model code."""
+    units = _UNITS.match(fix or "")
+    if fix == "sigmoid":
+        return ["# Output: one sigmoid unit for two classes, with binary crossentropy.",
+                'output = layers.Dense(1, activation="sigmoid")',
+                'loss = "binary_crossentropy"']
+    if fix == "softmax":
+        return ["# Output: softmax over the classes for a categorical crossentropy.",
+                'output = layers.Dense(num_classes, activation="softmax")']
+    if fix == "from_logits":
+        return ["# The output layer has no activation: tell the loss it gets logits.",
+                "loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # or your crossentropy"]
+    if fix == "probabilities":
+        return ["# The output layer applies softmax/sigmoid: the loss gets probabilities.",
+                "loss = keras.losses.SparseCategoricalCrossentropy(from_logits=False)  # or your crossentropy"]
+    if units:
+        return ["# Output: one unit per class.",
+                f'output = layers.Dense({units.group(1)}, activation="softmax")']
+    return []

@@ -51,6 +51,10 @@ def snippet(setup: Setup, *, model=None) -> str:
         lines += ["# IRNN: ReLU units and an identity recurrent matrix in each SimpleRNN layer.",
                   f'recurrent = layers.SimpleRNN({units[1]}, activation="relu", '
                   'recurrent_initializer="identity")']
+    if setup.output_kind:
+        from .output import output_snippet
+
+        lines += [""] + output_snippet(setup.output_kind)
     optimizer_lines = _snippet_optimizer(setup, model)
     if optimizer_lines:
         lines += [""] + optimizer_lines
