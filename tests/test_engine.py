@@ -32,7 +32,9 @@ def test_builtin_rules_cover_the_required_families():
     names = {rule.name for rule in RULES.values()}
     assert {"vanishing-gradients", "vanishing-through-time", "exploding-gradients",
             "exploding-through-time", "gradient-blowup", "nonfinite-values", "dead-relu-units",
-            "saturated-units", "slow-updates", "large-updates"} <= names
+            "saturated-units", "slow-updates", "large-updates", "no-learning-signal",
+            "softmax-one-unit", "sigmoid-multiclass", "logits-into-probability-loss",
+            "probabilities-into-logits-loss"} <= names
 
 
 VALID = Path(builtin_rules_dir(), "GA402-saturated-units.yaml").read_text()

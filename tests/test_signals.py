@@ -90,3 +90,110 @@ def test_message_only_signals_are_filled_in_for_the_named_layer(zoo_diagnoses):
     finding = next(f for f in zoo_diagnoses["long-rnn"].findings if f.rule == "GA102")
     assert "n/a" not in finding.message
     assert "per timestep going back" in finding.message
+
+
+# --------------------------------------------------------------------------
+# No learning signal, divergence around the gradient peak, explained zeros
+
+def _series_probe(losses, norms, layers=None, stats=None, outputs=None):
+    """A probe with the given loss and global gradient norm per step."""
+    layers = layers or [LayerInfo(name="out", class_name="Dense", index=0, num_params=10, is_output=True)]
+    return ProbeResult(
+        model_name="m", model_class="Sequential", num_params=10, loss_name="mse", loss_inferred=False,
+        optimizer={}, data_source="synthetic", batch_size=8, num_steps=len(losses), seed=0,
+        layers=layers, loss=list(losses), global_grad_norm=list(norms), stats=stats or {},
+        timestep_grad_norms={}, outputs=outputs or [])
+
+
+def _signal(name, probe, layer=None):
+    return REGISTRY[name].function(probe, layer)
+
+
+def test_growth_is_measured_from_the_first_nonzero_norm():
+    norms = [0.0, 0.0, 0.5, 2.0, 1.0]
+    probe = _series_probe([1.0] * 5, norms)
+    first = next(n for n in norms if n > 0)
+    assert _signal("global_grad_norm_growth", probe) == pytest.approx(max(norms[3:]) / first)
+    # All zero: nothing grew (and GA401, which reads it, is no longer silenced).
+    assert _signal("global_grad_norm_growth", _series_probe([1.0] * 4, [0.0] * 4)) == 1.0
+    assert _signal("global_grad_norm_growth", _series_probe([1.0] * 3, [0.0, 1.0, math.nan])) == math.inf
+
+
+def test_no_learning_signal_measures_against_naive_references():
+    rng = np.random.default_rng(0)
+    losses = rng.uniform(0.5, 2.0, 12)
+    norms = rng.uniform(0.1, 3.0, 12)
+    probe = _series_probe(losses, norms)
+    assert _signal("global_grad_norm_max", probe) == pytest.approx(max(norms))
+    assert _signal("loss_relative_range", probe) == pytest.approx((max(losses) - min(losses)) / np.median(losses))
+    assert _signal("grad_norm_relative_range", probe) == pytest.approx((max(norms) - min(norms)) / np.median(norms))
+    assert _signal("probe_steps", probe) == 12
+    constant = _series_probe([0.7] * 6, [0.0] * 6)
+    assert _signal("global_grad_norm_max", constant) == 0.0
+    assert _signal("loss_relative_range", constant) == 0.0
+    assert _signal("grad_norm_relative_range", constant) is None  # a zero median says nothing
+
+
+def test_peak_loss_ratio_tells_a_spike_after_convergence_from_divergence():
+    # Recorded in the probe of the Keras docs' BiLSTM classifier (batch 16, seed 0):
+    # the gradient peaks at step 28 while the loss keeps most of its progress.
+    bilstm_norms = [0.27, 0.26, 0.39, 0.25, 0.41, 0.1, 0.11, 0.11, 0.26, 0.1, 0.11, 0.11, 0.13, 0.3, 0.53,
+                    0.58, 0.34, 0.28, 0.51, 0.48, 5, 0.96, 3.1, 5.2, 5.9, 1.1, 1.5, 0.34, 31, 11]
+    bilstm_loss = [0.69, 0.69, 0.68, 0.68, 0.71, 0.7, 0.69, 0.69, 0.7, 0.68, 0.68, 0.69, 0.68, 0.69, 0.69,
+                   0.68, 0.67, 0.65, 0.63, 0.6, 0.7, 0.47, 0.46, 0.42, 0.37, 0.16, 0.13, 0.051, 0.4, 0.062]
+    probe = _series_probe(bilstm_loss, bilstm_norms)
+    peak = int(np.argmax(bilstm_norms))
+    reference = max(bilstm_loss[peak:peak + 3]) / np.median(bilstm_loss[:3])
+    assert _signal("peak_loss_ratio", probe) == pytest.approx(reference)
+    assert reference < 1
+    assert _signal("global_grad_norm_growth", probe) > 100
+    diverging = _series_probe([1.0, 1.1, 0.9, 3.0, 40.0, 30.0], [1.0, 2.0, 5.0, 80.0, 400.0, 10.0])
+    assert _signal("peak_loss_ratio", diverging) == pytest.approx(40.0)
+    assert _signal("peak_loss_ratio", _series_probe([1.0, math.nan], [1.0, 2.0])) == math.inf
+
+
+def test_zero_grads_are_explained_by_dead_units_after_the_layer_or_a_sparse_lookup():
+    layers = [LayerInfo(name="embed", class_name="Embedding", index=0, num_params=10),
+              LayerInfo(name="a", class_name="Dense", index=1, activation="relu", num_params=10),
+              LayerInfo(name="b", class_name="Dense", index=2, activation="relu", num_params=10),
+              LayerInfo(name="c", class_name="Dense", index=3, activation="tanh", num_params=10),
+              LayerInfo(name="out", class_name="Dense", index=4, activation="sigmoid", num_params=10,
+                        is_output=True)]
+    stats = {"a": {"dead_fraction": [0.0] * 3}, "b": {"dead_fraction": [0.0, 0.9, 0.9]},
+             "c": {"saturated_fraction": [0.1] * 3}, "out": {"saturated_fraction": [1.0] * 3}}
+    probe = _series_probe([1.0] * 3, [1.0] * 3, layers, stats)
+    explained = {info.name: _signal("zero_grads_explained", probe, info) for info in layers}
+    # b's dead units (late median 0.9) block what reaches a and b; nothing blocks c;
+    # a saturated output sigmoid is trained through its logit, so it blocks nothing.
+    assert explained == {"embed": 1.0, "a": 1.0, "b": 1.0, "c": 0.0, "out": 0.0}
+    stats["c"]["saturated_fraction"] = [0.8] * 3
+    probe = _series_probe([1.0] * 3, [1.0] * 3, layers, stats)
+    assert _signal("zero_grads_explained", probe, probe.layer("c")) == 1.0
+    assert _signal("zero_grads_explained", _series_probe([1.0] * 3, [0.0] * 3, layers, {}), layers[3]) == 1.0
+
+
+@pytest.mark.parametrize("entry, flags", [
+    ({"activation": "softmax", "units": 1, "loss_kind": "binary", "from_logits": False},
+     {"output_softmax_one_unit": 1.0, "output_logits_to_probability_loss": 0.0}),
+    ({"activation": "sigmoid", "units": 4, "loss_kind": "categorical", "from_logits": False},
+     {"output_sigmoid_multiclass": 1.0, "output_probabilities_to_logits_loss": 0.0}),
+    ({"activation": "linear", "units": 1, "loss_kind": "binary", "from_logits": False},
+     {"output_logits_to_probability_loss": 1.0, "output_softmax_one_unit": 0.0}),
+    ({"activation": "softmax", "units": 3, "loss_kind": "sparse", "from_logits": True},
+     {"output_probabilities_to_logits_loss": 1.0, "output_sigmoid_multiclass": 0.0}),
+    ({"activation": "linear", "units": 3, "loss_kind": "sparse", "from_logits": None},
+     {"output_logits_to_probability_loss": None, "output_probabilities_to_logits_loss": None}),
+])
+def test_output_flags_read_the_recorded_output(entry, flags):
+    layers = [LayerInfo(name="hidden", class_name="Dense", index=0, num_params=10),
+              LayerInfo(name="inner/head", class_name="Dense", index=1, num_params=10, is_output=True)]
+    probe = _series_probe([1.0] * 3, [1.0] * 3, layers, outputs=[{"layer": "head", **entry}])
+    for name, value in flags.items():
+        assert _signal(name, probe, probe.layer("inner/head")) == value
+        assert _signal(name, probe, probe.layer("hidden")) is None
+
+
+def test_results_saved_before_outputs_were_recorded_still_load():
+    data = _series_probe([1.0] * 3, [1.0] * 3).to_dict()
+    del data["outputs"]
+    assert ProbeResult.from_dict(data).outputs == []

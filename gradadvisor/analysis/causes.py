@@ -44,15 +44,29 @@ def _stddev(initializer: str | None) -> float | None:
 
 @cause("saturating_activation")
 def saturating_activation(probe: ProbeResult, layers):
+    # Parameter-free activation layers (Activation("sigmoid"), a Keras
+    # application's own activation layers) count as much as a Dense layer's
+    # activation argument: most real models write activations as layers.
+    deepest = max(layer.index for layer in layers)
     hits = [info for info in probe.layers
-            if info.activation in SATURATING_ACTIVATIONS and not info.is_output and info.num_params
-            and info.index <= max(layer.index for layer in layers)]
+            if info.activation in SATURATING_ACTIVATIONS and not info.is_output
+            and info.index <= deepest]
     if not hits:
         return None
     kinds = sorted({info.activation for info in hits})
     return (f"{len(hits)} layer(s) ({_names(hits)}) use {'/'.join(kinds)}, whose derivative is "
             f"at most {0.25 if kinds == ['sigmoid'] else 1.0:g} and near zero when saturated, "
             "so each layer scales the gradient down.")
+
+
+@cause("output_configuration")
+def output_configuration(probe: ProbeResult, layers):
+    from .signals import output_problems
+
+    problems = output_problems(probe)
+    if not problems:
+        return None
+    return "; ".join(f"{layer}: {text}" for layer, text in problems) + "."
 
 
 def _initialized(probe: ProbeResult, too_far, effect: str) -> str | None:

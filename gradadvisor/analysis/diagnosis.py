@@ -19,8 +19,9 @@ from ..probe import LayerInfo, ProbeResult
 SCHEMA = "gradadvisor.diagnosis/1"
 _RANK = {"error": 0, "warning": 1, "info": 2}
 #: When several categories are found, the one reported as the main problem.
-CATEGORY_PRIORITY = ("exploding_gradients", "nonfinite", "vanishing_gradients", "dead_units",
-                     "saturated_units", "large_updates", "slow_updates")
+CATEGORY_PRIORITY = ("no_learning_signal", "output_config", "exploding_gradients", "nonfinite",
+                     "vanishing_gradients", "dead_units", "saturated_units", "large_updates",
+                     "slow_updates")
 
 
 @dataclasses.dataclass
@@ -231,6 +232,8 @@ _CATEGORY_TEXT = {
     "saturated_units": "has saturated units",
     "slow_updates": "barely updates some of its weights",
     "large_updates": "makes updates as large as its weights",
+    "no_learning_signal": "gets no learning signal (its gradients are all zero or its loss cannot move)",
+    "output_config": "has an output layer and a loss that do not fit together",
 }
 
 

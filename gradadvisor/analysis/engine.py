@@ -25,10 +25,11 @@ import yaml
 from ..errors import RuleError, quote
 
 CATEGORIES = ("vanishing_gradients", "exploding_gradients", "nonfinite", "dead_units",
-              "saturated_units", "slow_updates", "large_updates")
+              "saturated_units", "slow_updates", "large_updates", "no_learning_signal", "output_config")
 SEVERITIES = ("error", "warning", "info")
 SCOPES = ("model", "layer", "timestep")
-FIXES = ("initializer", "activation", "normalization", "clipping", "learning_rate", "recurrence")
+FIXES = ("initializer", "activation", "normalization", "clipping", "learning_rate", "recurrence",
+         "output")
 LOCATE = ("input_side", "output_side", "largest", "smallest", "nonfinite_origin")
 OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
              "==": operator.eq, "!=": operator.ne}

@@ -167,19 +167,84 @@ def num_flow_layers(probe: ProbeResult, layer=None):
 
 @signal("global_grad_norm_growth", "model", "ratio")
 def global_grad_norm_growth(probe: ProbeResult, layer=None):
-    """Largest finite global gradient norm over the first one: how far gradients
-    grew across the probe's steps. Infinite when the gradients turned non-finite
-    after the first step."""
+    """Largest finite global gradient norm over the first non-zero one: how far
+    gradients grew across the probe's steps. Infinite when the gradients turned
+    non-finite after the first step; 1 when every gradient was exactly zero (a
+    norm that stays at zero did not grow; GA601 reports it)."""
     norms = np.asarray(probe.global_grad_norm, dtype="float64")
-    if norms.size < 2:
+    if norms.size < 2 or not math.isfinite(norms[0]):
         return None
-    first = norms[0]
-    if not math.isfinite(first) or first <= 0:
-        return None
-    later = norms[1:]
+    # Measured from the first step with any gradient: a zero first norm leaves
+    # the ratio undefined, and rules reading it (GA203, GA401) would go silent.
+    positive = np.flatnonzero(norms > 0)
+    if positive.size == 0:
+        return 1.0 if np.all(np.isfinite(norms)) else math.inf
+    start = int(positive[0])
+    later = norms[start + 1:]
     if not np.all(np.isfinite(later)):
         return math.inf
-    return float(later.max() / first)
+    if later.size == 0:
+        return 1.0
+    return float(later.max() / norms[start])
+
+
+@signal("peak_loss_ratio", "model", "ratio")
+def peak_loss_ratio(probe: ProbeResult, layer=None):
+    """The largest loss from the step of the largest global gradient norm to two
+    steps after it, over the loss at the start (median of the first three
+    steps). Above 1, the gradient peak came with (or threw the weights into) a
+    loss worse than the untrained model's: divergence. Below 1, the peak is a
+    spike on a loss that keeps its progress, such as one hard batch after
+    convergence. Infinite when the loss turned non-finite."""
+    losses = np.asarray(probe.loss, dtype="float64")
+    norms = np.asarray(probe.global_grad_norm, dtype="float64")
+    if not np.all(np.isfinite(losses)) or not np.all(np.isfinite(norms)):
+        return math.inf
+    if losses.size < 3 or norms.size == 0:
+        return None
+    start = float(np.median(losses[:3]))
+    if start <= 0:
+        return None
+    peak = int(np.argmax(norms))
+    return float(losses[peak:peak + 3].max() / start)
+
+
+@signal("global_grad_norm_max", "model", "gradient units")
+def global_grad_norm_max(probe: ProbeResult, layer=None):
+    """Largest finite global gradient norm over the probe's steps: exactly 0
+    when no trainable weight received any gradient at any step."""
+    norms = _finite(probe.global_grad_norm)
+    return float(norms.max()) if norms.size else None
+
+
+@signal("grad_norm_relative_range", "model", "ratio")
+def grad_norm_relative_range(probe: ProbeResult, layer=None):
+    """(largest - smallest) finite global gradient norm over their median. Near
+    0 over several batches and weight updates means the gradient depends on
+    neither: the loss does not see the model's output. None with fewer than
+    three finite steps or a zero median."""
+    norms = _finite(probe.global_grad_norm)
+    if norms.size < 3:
+        return None
+    middle = float(np.median(norms))
+    return None if middle <= 0 else float(np.ptp(norms) / middle)
+
+
+@signal("loss_relative_range", "model", "ratio")
+def loss_relative_range(probe: ProbeResult, layer=None):
+    """(largest - smallest) finite loss over the probe over the size of the
+    median loss (at least 1e-12): 0 for a loss that did not move at all across
+    batches and updates. None with fewer than three finite steps."""
+    losses = _finite(probe.loss)
+    if losses.size < 3:
+        return None
+    return float(np.ptp(losses) / max(abs(float(np.median(losses))), 1e-12))
+
+
+@signal("probe_steps", "model", "steps")
+def probe_steps(probe: ProbeResult, layer=None):
+    """Number of steps the probe ran before any non-finite value."""
+    return float(finite_steps(probe))
 
 
 @signal("loss_ratio", "model", "ratio")
@@ -285,6 +350,52 @@ for _name, _stat, _unit, _how, _doc in [
     signal(_name, "layer", _unit)(_function)
 
 
+#: Layer classes whose gradients are sparse by design: a lookup only updates
+#: the rows the batch used.
+_SPARSE = ("Embedding",)
+#: A layer with at least this fraction of dead ReLU units (GA401) or saturated
+#: sigmoid/tanh outputs (GA402) passes little or no gradient to the layers before it.
+_BLOCKING = 0.5
+
+
+@signal("zero_grads_explained", "layer", "flag (0 or 1)")
+def zero_grads_explained(probe: ProbeResult, layer):
+    """1 when exactly-zero gradient entries in this layer have a known reason
+    that another rule reports or that is by design: the layer is a sparse lookup
+    (Embedding: unused rows get no gradient), a layer at or after it in the
+    forward pass has at least half its ReLU units dead (GA401) or half its
+    sigmoid/tanh outputs saturated (GA402), no layer got any
+    gradient (GA601), or layer outputs were not recorded, so dead units cannot be
+    ruled out. 0 otherwise: then the zeros are the vanishing or frozen layer the
+    gradient rules look for (an underflow to exactly zero, say)."""
+    if any(kind in layer.class_name for kind in _SPARSE):
+        return 1.0
+    if not probe.activations_recorded or global_grad_norm_max(probe) == 0:
+        return 1.0
+    return 1.0 if layer.index <= _last_blocking_index(probe) else 0.0
+
+
+def _last_blocking_index(probe: ProbeResult) -> int:
+    """Index of the last layer with at least half its ReLU units dead or its
+    saturating outputs saturated (these pass no gradient back), or -1.
+
+    Kept on the probe: every layer of a rule asks, and the answer is the same.
+    """
+    cached = probe.__dict__.get("_last_blocking_index")
+    if cached is not None and cached[0] == probe.steps_run:
+        return cached[1]
+    dead = _stat_signal("dead_fraction", "late")
+    saturated = _stat_signal("saturated_fraction", "median")
+    # An output sigmoid is left out, as GA402 leaves it out: the compiled
+    # crossentropy trains through its logit, so saturation there blocks nothing.
+    indices = [info.index for info in probe.layers
+               if any(value is not None and value >= _BLOCKING
+                      for value in (dead(probe, info), None if info.is_output else saturated(probe, info)))]
+    value = max(indices, default=-1)
+    probe.__dict__["_last_blocking_index"] = (probe.steps_run, value)
+    return value
+
+
 @signal("weight_norm_growth", "layer", "ratio")
 def weight_norm_growth(probe: ProbeResult, layer):
     """Last finite weight norm over the first: how much the step updates grew
@@ -293,6 +404,98 @@ def weight_norm_growth(probe: ProbeResult, layer):
     if values.size < 2 or values[0] <= 0:
         return None
     return float(values[-1] / values[0])
+
+
+# --------------------------------------------------------------------------
+# Output configuration (layer scope: the output layer is what they name)
+
+_PROBABILITIES = ("softmax", "sigmoid")
+
+
+def _output_entry(probe: ProbeResult, layer):
+    """The recorded description of ``layer`` as a model output, or None."""
+    if not layer.is_output:
+        return None
+    for entry in probe.outputs or []:
+        name = entry.get("layer")
+        if name and (layer.name == name or layer.name.endswith("/" + name)):
+            return entry
+    return None
+
+
+def _output_flag(check):
+    def compute(probe: ProbeResult, layer):
+        entry = _output_entry(probe, layer)
+        if entry is None:
+            return None
+        verdict = check(entry)
+        return None if verdict is None else (1.0 if verdict else 0.0)
+
+    return compute
+
+
+def _softmax_one_unit(entry):
+    if entry.get("activation") is None or entry.get("units") is None:
+        return None
+    return entry["activation"] == "softmax" and entry["units"] == 1
+
+
+def _sigmoid_multiclass(entry):
+    if entry.get("activation") is None or entry.get("loss_kind") is None:
+        return None
+    return (entry["activation"] == "sigmoid" and entry["loss_kind"] in ("categorical", "sparse")
+            and (entry.get("units") or 0) > 1)
+
+
+def _logits_into_probability_loss(entry):
+    if entry.get("activation") is None or entry.get("from_logits") is None:
+        return None
+    return entry["activation"] == "linear" and entry["from_logits"] is False
+
+
+def _probabilities_into_logits_loss(entry):
+    if entry.get("activation") is None or entry.get("from_logits") is None:
+        return None
+    return entry["activation"] in _PROBABILITIES and entry["from_logits"] is True
+
+
+for _name, _check, _doc in [
+    ("output_softmax_one_unit", _softmax_one_unit,
+     "1 for an output layer that applies softmax over a single unit: its output is 1.0 for "
+     "every input and its gradient exactly zero. None for other layers."),
+    ("output_sigmoid_multiclass", _sigmoid_multiclass,
+     "1 for an output layer with several sigmoid units trained with a categorical "
+     "crossentropy: independent per-class probabilities where the loss expects a "
+     "distribution that sums to 1. None for other layers or an unknown loss."),
+    ("output_logits_to_probability_loss", _logits_into_probability_loss,
+     "1 for a linear (logit) output layer whose crossentropy loss expects probabilities "
+     "(from_logits=False). None where the loss's expectation cannot be read."),
+    ("output_probabilities_to_logits_loss", _probabilities_into_logits_loss,
+     "1 for a softmax or sigmoid output layer whose crossentropy loss expects logits "
+     "(from_logits=True): the probabilities are squashed a second time. None where the "
+     "loss's expectation cannot be read."),
+]:
+    _function = _output_flag(_check)
+    _function.__doc__ = _doc
+    signal(_name, "layer", "flag (0 or 1)")(_function)
+
+
+def output_problems(probe: ProbeResult) -> list:
+    """``[(output layer, what is wrong)]`` for every misconfigured output, in words."""
+    texts = {
+        "output_softmax_one_unit": "softmax over one unit is 1.0 for every input and passes no gradient",
+        "output_sigmoid_multiclass": "sigmoid units trained with a categorical crossentropy",
+        "output_logits_to_probability_loss": "a linear output fed to a loss that expects probabilities",
+        "output_probabilities_to_logits_loss": "probabilities fed to a loss that expects logits",
+    }
+    problems = []
+    for info in probe.layers:
+        if not info.is_output:
+            continue
+        for name, text in texts.items():
+            if REGISTRY[name].function(probe, info) == 1.0:
+                problems.append((info.name, text))
+    return problems
 
 
 # --------------------------------------------------------------------------

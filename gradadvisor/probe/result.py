@@ -56,7 +56,10 @@ class ProbeResult:
     ``timestep_grad_norms[layer]`` is a list per step of per-timestep norms of
     d loss / d input_t. ``nonfinite`` is None, or says at which step the loss or
     gradients first stopped being finite and which layers showed it first.
-    ``to_dict``/``from_dict`` round-trip exactly (NaN and infinities included).
+    ``outputs`` describes each model output and the loss it is trained with
+    (:func:`~gradadvisor.probe.stats.describe_outputs`); empty in results saved
+    before it was recorded. ``to_dict``/``from_dict`` round-trip exactly (NaN and
+    infinities included).
     """
 
     model_name: str
@@ -79,6 +82,7 @@ class ProbeResult:
     copy_mode: str = "clone"
     seconds: float = 0.0
     notes: list = dataclasses.field(default_factory=list)
+    outputs: list = dataclasses.field(default_factory=list)
 
     @property
     def steps_run(self) -> int:

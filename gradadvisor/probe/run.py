@@ -16,6 +16,7 @@ from .._tf import import_keras
 from ..errors import UsageError
 from ..loading import Data, resolve_loss, synthetic_data
 from .result import ProbeResult
+from .stats import describe_outputs
 from .step import ProbeStep
 from .working_copy import _fresh_optimizer, _working_copy, describe_optimizer, make_loss_function
 
@@ -84,7 +85,8 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
         loss_name=loss_choice.name, loss_inferred=loss_choice.inferred,
         optimizer=dict(describe_optimizer(optimizer), inferred=optimizer_inferred),
         data_source=data.source, batch_size=batch_size, num_steps=steps, seed=seed,
-        copy_mode=copy_mode, seconds=round(time.perf_counter() - started, 3))
+        copy_mode=copy_mode, seconds=round(time.perf_counter() - started, 3),
+        outputs=describe_outputs(model, loss_choice.loss))
     notes = result.setdefault("notes", [])
     if loss_choice.inferred:
         notes.append(f"The model was not compiled: the loss {loss_choice.name} was inferred "

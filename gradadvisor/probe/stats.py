@@ -187,3 +187,78 @@ def _initializer_name(layer, key: str) -> str | None:
             return f"Constant({values[0]:g})"
         return f"Constant(mean={values.mean():g})"
     return name
+
+
+#: Losses (by name fragment) that read class probabilities or, with
+#: ``from_logits=True``, logits.
+_CROSSENTROPY = ("crossentropy", "binary_focal", "categorical_focal")
+
+
+def describe_outputs(model, loss) -> list:
+    """What the output-configuration rules need, one dict per model output.
+
+    Args:
+        model: The model (its output layers and output widths are read).
+        loss: The loss the probe trains with: a name, function or Loss object,
+            or a list/dict of them for several outputs.
+
+    Returns:
+        ``[{"layer", "activation", "units", "loss", "loss_kind", "from_logits"}]``:
+        ``activation`` is ``"linear"`` for a layer whose activation is the
+        identity and None where the layer has none to read (a reshape);
+        ``from_logits`` is None for a loss whose expectations cannot be read
+        (a custom function). Targets are checked against the output when the
+        data is loaded, so they are not described here.
+    """
+    from ..loading import output_layers
+    from ..loading.loss import LossChoice, _loss_name
+
+    tensors = list(getattr(model, "outputs", None) or [])
+    try:
+        layers = output_layers(model)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        # A model whose outputs cannot be traced to layers (subclassed, unbuilt):
+        # the output rules then have nothing to judge, the probe goes on.
+        return []
+    names = [getattr(getattr(t, "_keras_history", [None])[0], "name", None) for t in tensors]
+    described = []
+    for position, layer in enumerate(layers):
+        if isinstance(loss, dict):
+            item = loss.get(names[position]) if position < len(names) else None
+        elif isinstance(loss, (list, tuple)):
+            item = loss[position] if position < len(loss) else None
+        else:
+            item = loss
+        units = None
+        if position < len(tensors) and tensors[position].shape and tensors[position].shape[-1] is not None:
+            units = int(tensors[position].shape[-1])
+        name = _loss_name(item) if item is not None else None
+        activation = activation_name(layer)
+        if activation is None and callable(getattr(layer, "activation", None)):
+            # A layer that has an activation and it is linear: the output is
+            # logits. A layer without one (a reshape) says nothing either way.
+            activation = "linear"
+        described.append({
+            "layer": layer.name,
+            "activation": activation,
+            "units": units,
+            "loss": name,
+            "loss_kind": LossChoice(item, name, False).kind if name else None,
+            "from_logits": _from_logits(item, name),
+        })
+    return described
+
+
+def _from_logits(loss, name) -> bool | None:
+    """Whether a crossentropy loss reads logits; None when that cannot be known."""
+    if loss is None or not name or not any(part in name.lower() for part in _CROSSENTROPY):
+        return None
+    if isinstance(loss, str):
+        return False
+    flag = getattr(loss, "from_logits", None)
+    if isinstance(flag, bool):
+        return flag
+    # Keras' own loss functions default to probabilities; a custom function's
+    # expectations cannot be read.
+    module = getattr(loss, "__module__", "") or ""
+    return False if module.startswith("keras") else None

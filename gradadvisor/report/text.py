@@ -11,6 +11,7 @@ _FIX_TEXT = {
     "clipping": "clip gradients on the optimizer (clipnorm or global_clipnorm)",
     "learning_rate": "lower the learning rate",
     "recurrence": "use ReLU units with an identity recurrent matrix (IRNN) in SimpleRNN layers",
+    "output": "make the output layer and the loss agree (activation, units, from_logits)",
 }
 _COLORS = {"error": "red", "warning": "yellow", "healthy": "green", "info": "cyan"}
 

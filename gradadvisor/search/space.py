@@ -68,6 +68,12 @@ def search_space(diagnosis, model, trial_steps: int = 60) -> list:
         dimensions.append(Dimension("clip_threshold", CLIP_THRESHOLDS, opened["clipping"], 1.0))
     if "recurrence" in opened:
         dimensions += _recurrent_dimensions(layers, opened["recurrence"], keras)
+    if "output" in opened:
+        from ..surgery.output import output_fix_for
+
+        fix = output_fix_for(getattr(diagnosis.probe, "outputs", None))
+        if fix:
+            dimensions.append(Dimension("output", ["keep", fix], opened["output"], fix))
     dimensions += _learning_rate_dimensions(diagnosis, model, opened, trial_steps)
     return dimensions
 
@@ -210,4 +216,5 @@ def setup_from_values(values: dict):
         learning_rate_scale=float(values.get("learning_rate_scale", 1.0)),
         recurrence=pick("recurrence"), cell=pick("cell"), forget_bias=pick("forget_bias"),
         recurrent_initializer=pick("recurrent_initializer"), optimizer=optimizer,
-        optimizer_learning_rate=optimizer_rate, warmup_steps=int(values.get("warmup_steps", 0) or 0))
+        optimizer_learning_rate=optimizer_rate, warmup_steps=int(values.get("warmup_steps", 0) or 0),
+        output=pick("output"))

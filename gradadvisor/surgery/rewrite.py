@@ -197,9 +197,13 @@ def rewrite(model, setup: Setup, *, scope=None) -> Rewrite:
                 plan.instances = None
     builder.copy_weights()
     arguments = _compile_arguments(model, keras) or {}
+    if setup.output_kind:
+        from .output import rewrite_output
+
+        new, arguments["loss"] = rewrite_output(new, setup.output_kind, arguments.get("loss"))
     new.compile(optimizer=optimizer_for(model, setup), **arguments)
     changes = [entry for plan in plans.values() for entry in plan.changes()]
-    return Rewrite(new, changes + _optimizer_changes(model, setup, keras), _in_order(skipped, plans))
+    return Rewrite(new, changes + _optimizer_changes(model, setup, keras, OPTIMIZER), _in_order(skipped, plans))
 
 
 def apply_setup(model, setup: Setup, *, scope=None):

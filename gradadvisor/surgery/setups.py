@@ -73,6 +73,10 @@ class Setup:
             on top.
         warmup_steps: Steps of linear learning-rate warm-up from near zero to
             the (scaled) rate, then constant; 0 for none.
+        output: An output change of :mod:`gradadvisor.surgery.output`
+            (``"sigmoid"``, ``"softmax"``, ``"from_logits"``,
+            ``"probabilities"`` or ``"units=N"``); None / ``"none"`` keeps the
+            output layer and the loss.
 
     Example:
         >>> setup = Setup(initializer="he_normal", activation="relu",
@@ -94,9 +98,14 @@ class Setup:
     optimizer: str | None = None
     optimizer_learning_rate: float | None = None
     warmup_steps: int = 0
+    output: str | None = None
 
     def __post_init__(self):
         _check_choice("recurrence", self.recurrence, RECURRENCES)
+        from .output import OUTPUT_FIXES, is_output_fix
+
+        if self.output not in (None, "none") and not is_output_fix(self.output):
+            _check_choice("output", self.output, ("none",) + OUTPUT_FIXES + ("units=N",))
         _check_choice("cell", self.cell, CELLS)
         _check_choice("forget_bias", self.forget_bias, FORGET_BIASES)
         _check_choice("recurrent_initializer", self.recurrent_initializer, ("orthogonal",))
@@ -153,7 +162,7 @@ class Setup:
                 and self.normalization_kind is None and self.clipping_kind is None
                 and self.learning_rate_scale == 1.0 and self.recurrence_kind is None
                 and not self.changes_recurrent_layers and not self.changes_optimizer_class
-                and self.warmup_steps == 0)
+                and self.warmup_steps == 0 and self.output_kind is None)
 
     @property
     def changes_recurrent_layers(self) -> bool:
@@ -164,6 +173,11 @@ class Setup:
     def changes_optimizer_class(self) -> bool:
         """Whether the optimizer is replaced."""
         return self.optimizer is not None
+
+    @property
+    def output_kind(self) -> str | None:
+        """The output change, with ``"none"`` read as None."""
+        return None if self.output in (None, "none") else self.output
 
     @property
     def recurrence_kind(self) -> str | None:
@@ -196,6 +210,8 @@ class Setup:
             parts.append(f"{OPTIMIZERS[self.optimizer]} at {rate:g}")
         if self.warmup_steps:
             parts.append(f"{self.warmup_steps}-step linear warm-up")
+        if self.output_kind:
+            parts.append(f"output {self.output_kind}")
         return ", ".join(parts) if parts else "the model unchanged"
 
     def to_dict(self) -> dict:

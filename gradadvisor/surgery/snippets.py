@@ -52,6 +52,10 @@ def snippet(setup: Setup, *, model=None) -> str:
                   f'recurrent = layers.SimpleRNN({units[1]}, activation="relu", '
                   'recurrent_initializer="identity")']
     lines += _snippet_recurrent(setup, recurrent_class, units[1])
+    if setup.output_kind:
+        from .output import output_snippet
+
+        lines += [""] + output_snippet(setup.output_kind)
     optimizer_lines = _snippet_optimizer(setup, model)
     if optimizer_lines:
         lines += [""] + optimizer_lines
