@@ -140,10 +140,10 @@ class Diagnosis:
 
     def to_dict(self) -> dict:
         """The fixed JSON schema ``gradadvisor.diagnosis/1`` as a dict."""
-        from ..probe import _jsonable
+        from ..probe import jsonable
 
         probe = self.probe
-        return _jsonable({
+        return jsonable({
             "schema": SCHEMA,
             "status": self.status,
             "headline": self.headline(),

@@ -59,11 +59,11 @@ class _Measurement:
     """What both modes share: the statistics graph and the ProbeResult."""
 
     def __init__(self, monitor, model, tf, keras):
-        from ..probe import _is_graph_model
+        from ..probe import is_graph_model
 
         self.monitor, self.model, self.tf, self.keras = monitor, model, tf, keras
         self.layout = _Layout()
-        self.use_tracer = monitor.record_activations and _is_graph_model(model, keras) \
+        self.use_tracer = monitor.record_activations and is_graph_model(model, keras) \
             and _tracer_works(model, keras)
         note = (f"Layer outputs were not measured: the model '{model.name}' cannot be walked layer by "
                 "layer (only Sequential and Functional models can).")
@@ -78,11 +78,11 @@ class _Measurement:
 
         ``watch`` (a tape's ``watch``) is called on each recurrent layer's input.
         """
-        from ..probe import _Tracer
+        from ..probe import Tracer
 
         model, keras = self.model, self.keras
         if self.use_tracer:
-            tracer = _Tracer(keras, watch=watch)
+            tracer = Tracer(keras, watch=watch)
             return tracer.run(model, _standardize_inputs(model, x, keras), training=True), tracer
         if getattr(model, "_call_has_training_arg", True):
             return model(x, training=True), None
@@ -193,10 +193,10 @@ class _Measurement:
 
 def _tracer_works(model, keras) -> bool:
     """Whether the layer-by-layer walk runs on this model (checked symbolically, no state changes)."""
-    from ..probe import _Tracer
+    from ..probe import Tracer
 
     try:
-        _Tracer(keras).run(model, model.inputs, training=True)
+        Tracer(keras).run(model, model.inputs, training=True)
         return True
     except Exception:
         return False

@@ -32,14 +32,14 @@ class LossChoice:
         return "regression"
 
 
-def _loss_name(loss) -> str:
+def describe_loss(loss) -> str:
     """A snake_case name for a loss given as a string, a Loss object or a function."""
     if isinstance(loss, str):
         return loss
     if isinstance(loss, (list, tuple)):  # one loss per output, first output first
-        return " + ".join(_loss_name(item) for item in loss)
+        return " + ".join(describe_loss(item) for item in loss)
     if isinstance(loss, dict):
-        return " + ".join(_loss_name(item) for item in loss.values())
+        return " + ".join(describe_loss(item) for item in loss.values())
     name = getattr(loss, "name", None) or getattr(loss, "__name__", None)
     if not name or name == "loss":
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(loss).__name__).lower()
@@ -50,7 +50,7 @@ def resolve_loss(model, y=None) -> LossChoice:
     """The model's compiled loss, or one inferred from its output layer and labels."""
     compiled = getattr(model, "loss", None)
     if compiled is not None:
-        return LossChoice(compiled, _loss_name(compiled), inferred=False)
+        return LossChoice(compiled, describe_loss(compiled), inferred=False)
     layer = output_layers(model)[0]
     activation = activation_name(layer)
     units = int(model.outputs[0].shape[-1]) if getattr(model, "outputs", None) else 1
@@ -71,9 +71,9 @@ def resolve_output_losses(model) -> list:
     outputs = list(getattr(model, "outputs", None) or [])
     compiled = getattr(model, "loss", None)
     if len(outputs) > 1 and isinstance(compiled, (list, tuple)) and len(compiled) == len(outputs):
-        return [LossChoice(loss, _loss_name(loss), inferred=False) for loss in compiled]
+        return [LossChoice(loss, describe_loss(loss), inferred=False) for loss in compiled]
     if len(outputs) > 1 and isinstance(compiled, dict):
         names = [layer.name for layer in output_layers(model)]
         if all(name in compiled for name in names):
-            return [LossChoice(compiled[name], _loss_name(compiled[name]), inferred=False) for name in names]
+            return [LossChoice(compiled[name], describe_loss(compiled[name]), inferred=False) for name in names]
     return [resolve_loss(model)] * max(len(outputs), 1)

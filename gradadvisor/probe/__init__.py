@@ -15,10 +15,10 @@ exploding **through time**.
 from __future__ import annotations
 
 # What other modules, tests and scripts import from gradadvisor.probe, and its other public names.
-from .result import SCHEMA, LayerInfo, ProbeResult, _jsonable, _restore_floats  # noqa: F401
+from .result import SCHEMA, LayerInfo, ProbeResult, jsonable, restore_floats  # noqa: F401
 from .run import run_probe  # noqa: F401
 from .step import ProbeStep  # noqa: F401
 from .stats import (ACTIVATION_STATS, WEIGHT_STATS, activation_stats, describe_layers,  # noqa: F401
                     group_variables, layer_weight_stats, timestep_norms)
-from .walk import _is_graph_model, _Tracer, leaf_layers  # noqa: F401
-from .working_copy import _working_copy, describe_optimizer, make_loss_function  # noqa: F401
+from .walk import is_graph_model, Tracer, leaf_layers  # noqa: F401
+from .working_copy import make_working_copy, describe_optimizer, make_loss_function  # noqa: F401

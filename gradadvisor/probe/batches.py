@@ -8,7 +8,7 @@ from ..errors import DataError
 from ..loading import Data
 
 
-def _batches(data: Data, batch_size: int, seed: int, input_names=()):
+def training_batches(data: Data, batch_size: int, seed: int, input_names=()):
     """Yield ``(x_list, y)`` batches forever, reshuffled each pass, all full size.
 
     A user's ``tf.data.Dataset`` is used batch by batch as it comes (repeated);

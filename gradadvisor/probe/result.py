@@ -105,25 +105,25 @@ class ProbeResult:
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["schema"] = SCHEMA
-        return _jsonable(data)
+        return jsonable(data)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ProbeResult":
         data = dict(data)
         data.pop("schema", None)
         data["layers"] = [LayerInfo(**info) for info in data["layers"]]
-        data = _restore_floats(data)
+        data = restore_floats(data)
         return cls(**data)
 
 
-def _jsonable(value):
+def jsonable(value):
     """Lists for arrays; NaN and infinities as strings JSON can carry."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, (np.floating, float)):
         value = float(value)
         if math.isnan(value):
@@ -141,11 +141,11 @@ def _jsonable(value):
 _SPECIAL = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
 
 
-def _restore_floats(value):
+def restore_floats(value):
     if isinstance(value, dict):
-        return {k: _restore_floats(v) for k, v in value.items()}
+        return {k: restore_floats(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_restore_floats(v) for v in value]
+        return [restore_floats(v) for v in value]
     if isinstance(value, str) and value in _SPECIAL:
         return _SPECIAL[value]
     return value

@@ -18,7 +18,7 @@ from ..loading import Data, resolve_loss, synthetic_data
 from .result import ProbeResult
 from .stats import describe_outputs
 from .step import ProbeStep
-from .working_copy import _fresh_optimizer, _working_copy, describe_optimizer, make_loss_function
+from .working_copy import fresh_optimizer, make_working_copy, describe_optimizer, make_loss_function
 
 
 def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: int = 32,
@@ -68,11 +68,11 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
     strategy = resolve_strategy(strategy)
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
-    with _working_copy(model, keras, in_place, strategy) as (work, copy_mode):
+    with make_working_copy(model, keras, in_place, strategy) as (work, copy_mode):
         loss_choice = resolve_loss(model, data.y if data.y is not None and not isinstance(data.y, list) else None)
         strategy, strategy_note = usable_strategy(strategy, work, batch_size)
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            optimizer, optimizer_inferred = _fresh_optimizer(model, keras)
+            optimizer, optimizer_inferred = fresh_optimizer(model, keras)
         loss_fn = make_loss_function(loss_choice.loss, keras)
         if strategy is None:
             probe = ProbeStep(work, tf, keras, record_activations, loss_fn, optimizer)

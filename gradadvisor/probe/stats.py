@@ -14,7 +14,7 @@ import numpy as np
 
 from ..loading import RELU_FAMILY, SATURATING_ACTIVATIONS, activation_name
 from .result import LayerInfo
-from .walk import _is_graph_model, _is_recurrent, leaf_layers
+from .walk import is_graph_model, _is_recurrent, leaf_layers
 
 #: Statistics measured for every layer with trainable weights, at every step.
 WEIGHT_STATS = {
@@ -94,7 +94,7 @@ def group_variables(model, keras) -> list:
     each trainable variable in exactly one group (shared weights go to the first
     layer that holds them; variables no layer holds go to ``"(model)"``)."""
     seen, groups = set(), []
-    walk = list(leaf_layers(model)) if _is_graph_model(model, keras) else [
+    walk = list(leaf_layers(model)) if is_graph_model(model, keras) else [
         (layer.name, layer) for layer in model.layers]
     for path, layer in walk:
         variables = [v for v in layer.trainable_weights if id(v) not in seen]
@@ -110,12 +110,12 @@ def describe_layers(model, groups, order, keras) -> list:
     """:class:`LayerInfo` for each group of :func:`group_variables`.
 
     Layers are numbered in ``order`` (the paths in call order, as a
-    :class:`_Tracer` records them); layers not in it follow in group order.
+    :class:`Tracer` records them); layers not in it follow in group order.
     """
     position = {path: i for i, path in enumerate(order)}
     groups = sorted(groups, key=lambda g: position.get(g[0], len(position) + groups.index(g)))
     output_layer_ids = set()
-    if _is_graph_model(model, keras):
+    if is_graph_model(model, keras):
         from ..loading import output_layers
         output_layer_ids = {id(layer) for layer in output_layers(model)}
     infos = []
@@ -211,7 +211,7 @@ def describe_outputs(model, loss) -> list:
         data is loaded, so they are not described here.
     """
     from ..loading import output_layers
-    from ..loading.loss import LossChoice, _loss_name
+    from ..loading.loss import LossChoice, describe_loss
 
     tensors = list(getattr(model, "outputs", None) or [])
     try:
@@ -232,7 +232,7 @@ def describe_outputs(model, loss) -> list:
         units = None
         if position < len(tensors) and tensors[position].shape and tensors[position].shape[-1] is not None:
             units = int(tensors[position].shape[-1])
-        name = _loss_name(item) if item is not None else None
+        name = describe_loss(item) if item is not None else None
         activation = activation_name(layer)
         if activation is None and callable(getattr(layer, "activation", None)):
             # A layer that has an activation and it is linear: the output is

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 
 from ..loading import activation_name
-from .batches import _batches
+from .batches import training_batches
 from .stats import (activation_stats, describe_layers, group_variables, layer_weight_stats,
                     timestep_norms)
-from .walk import _is_graph_model, _Tracer
+from .walk import is_graph_model, Tracer
 
 
 class ProbeStep:
@@ -23,7 +23,7 @@ class ProbeStep:
     def __init__(self, work, tf, keras, record_activations, loss_fn, optimizer):
         self.work, self.tf, self.keras = work, tf, keras
         self.loss_fn, self.optimizer = loss_fn, optimizer
-        self.record_activations = record_activations and _is_graph_model(work, keras)
+        self.record_activations = record_activations and is_graph_model(work, keras)
         self.groups = self._group_variables()
         self.layout: list = []
         self.timestep_layout: list = []
@@ -120,7 +120,7 @@ class ProbeStep:
         """
         if not self.record_activations:
             return None, self.work(x[0] if len(x) == 1 else x, training=True)
-        tracer = _Tracer(self.keras, watch=tape.watch)
+        tracer = Tracer(self.keras, watch=tape.watch)
         return tracer, tracer.run(self.work, x, training=True)
 
     def _layer_by_path(self, path):
@@ -136,7 +136,7 @@ class ProbeStep:
         tf = self.tf
         step = self._step_function()
         names = [getattr(t, "name", "") for t in (getattr(self.work, "inputs", None) or [])]
-        batches = _batches(data, batch_size, seed, names)
+        batches = training_batches(data, batch_size, seed, names)
         stats: dict = {}
         timestep_norms: dict = {}
         losses, global_norms = [], []

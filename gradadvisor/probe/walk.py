@@ -7,7 +7,7 @@ from typing import Callable
 from .._tf import import_keras
 
 
-def _is_graph_model(layer, keras) -> bool:
+def is_graph_model(layer, keras) -> bool:
     """Sequential and Functional models can be walked layer by layer."""
     from keras.src.models.functional import Functional
 
@@ -18,13 +18,13 @@ def leaf_layers(model, prefix: str = ""):
     """Yield ``(path, layer)`` for every leaf layer, nested models flattened."""
     _, keras = import_keras()
     for layer in model.layers:
-        if _is_graph_model(layer, keras):
+        if is_graph_model(layer, keras):
             yield from leaf_layers(layer, prefix + layer.name + "/")
         else:
             yield prefix + layer.name, layer
 
 
-class _Tracer:
+class Tracer:
     """Runs a Sequential/Functional model leaf by leaf, recording outputs.
 
     ``outputs`` maps a layer path to its output; ``rnn_inputs`` maps a
@@ -60,7 +60,7 @@ class _Tracer:
     def _call(self, layer, args, kwargs, training, prefix):
         keras = self.keras
         path = prefix + layer.name
-        if _is_graph_model(layer, keras):
+        if is_graph_model(layer, keras):
             inner = args[0] if len(args) == 1 else list(args)
             return self.run(layer, inner, training, path + "/")
         if getattr(layer, "_call_has_training_arg", False):

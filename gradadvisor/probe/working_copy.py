@@ -9,11 +9,11 @@ import contextlib
 
 import numpy as np
 
-from .walk import _is_graph_model
+from .walk import is_graph_model
 
 
 @contextlib.contextmanager
-def _working_copy(model, keras, in_place: bool = False, strategy=None):
+def make_working_copy(model, keras, in_place: bool = False, strategy=None):
     """Yield ``(copy, mode)``; the user's model is unchanged afterwards.
 
     ``in_place`` trains ``model`` itself: only for models gradadvisor built
@@ -24,7 +24,7 @@ def _working_copy(model, keras, in_place: bool = False, strategy=None):
         yield model, "in_place"
         return
     clone = None
-    if _is_graph_model(model, keras):
+    if is_graph_model(model, keras):
         try:
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
                 clone = keras.models.clone_model(model)
@@ -80,7 +80,7 @@ def make_loss_function(loss, keras):
     return single
 
 
-def _fresh_optimizer(model, keras):
+def fresh_optimizer(model, keras):
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
         return keras.optimizers.Adam(1e-3), True

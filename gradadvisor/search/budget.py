@@ -36,10 +36,10 @@ _SECONDS_PER_PLAIN_STEP_SECOND = 900.0
 
 def sequence_length(model) -> int | None:
     """The longest number of timesteps any recurrent layer of ``model`` reads, or None."""
-    from ..probe import _is_graph_model, leaf_layers
+    from ..probe import is_graph_model, leaf_layers
 
     _, keras = import_keras()
-    if not _is_graph_model(model, keras):
+    if not is_graph_model(model, keras):
         return None
     lengths = []
     for _, layer in leaf_layers(model):

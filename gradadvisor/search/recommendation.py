@@ -75,9 +75,9 @@ class Recommendation:
     distributed: dict | None = None
 
     def to_dict(self) -> dict:
-        from ..probe import _jsonable
+        from ..probe import jsonable
 
-        return _jsonable({
+        return jsonable({
             "recommended": self.recommended, "reason": self.reason,
             "setup": self.setup.to_dict() if self.setup is not None else None,
             "dimensions": [d.to_dict() for d in self.dimensions], "trials": self.trials,
@@ -244,7 +244,7 @@ def _validate(model, data, y, *, diagnosis, seed, batch_size, max_trials, trial_
     from ..analysis.engine import evaluate, load_rules
     from ..files import check_output_path
     from ..loading.prepare import prepare
-    from ..probe import _is_graph_model, run_probe
+    from ..probe import is_graph_model, run_probe
     from ..probe.mirrored import resolve_strategy
     from .distributed import check_can_listen, resolve_cluster
 
@@ -260,7 +260,7 @@ def _validate(model, data, y, *, diagnosis, seed, batch_size, max_trials, trial_
     # The files read, which no output may replace.
     inputs = [path for path in (model, data) if isinstance(path, (str, os.PathLike)) and os.path.exists(path)]
     model, _, _ = prepare(model)
-    if not _is_graph_model(model, keras):
+    if not is_graph_model(model, keras):
         raise SurgeryError(
             f"The model '{model.name}' is a subclassed model: diagnosis works, but rewriting it needs a "
             "Sequential or Functional model. Apply the suggested fixes in its code instead.")

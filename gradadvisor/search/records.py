@@ -54,15 +54,15 @@ class TrialRecord:
                    result.start_loss, bool(result.learns), result.stopped)
 
     def to_dict(self) -> dict:
-        from ..probe import _jsonable
+        from ..probe import jsonable
 
-        return _jsonable(dict(dataclasses.asdict(self), schema=RECORD_SCHEMA))
+        return jsonable(dict(dataclasses.asdict(self), schema=RECORD_SCHEMA))
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrialRecord":
-        from ..probe import _restore_floats
+        from ..probe import restore_floats
 
-        data = _restore_floats(dict(data))
+        data = restore_floats(dict(data))
         data.pop("schema", None)
         return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls) if field.name in data})
 

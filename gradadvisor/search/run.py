@@ -102,13 +102,13 @@ def train_and_measure(model, train: Data, val: Data, *, steps: int, batch_size: 
         cut_off: Stop early when the loss trend shows the run is hopeless
             (see :func:`hopeless`); for trials, not for the confirmation.
     """
-    from ..probe import _working_copy, make_loss_function
+    from ..probe import make_working_copy, make_loss_function
 
     _, keras = import_keras()
     started = time.perf_counter()
     loss_fn = make_loss_function(loss, keras)
     probe_steps = steps if strategy is not None else min(steps, PROBE_STEPS)
-    with _working_copy(model, keras, in_place, strategy) as (work, _):
+    with make_working_copy(model, keras, in_place, strategy) as (work, _):
         start_loss, _ = held_out(work, loss_fn, val, kind)
         start_loss = start_loss if math.isfinite(start_loss) else None
         losses, stopped, step_seconds = _train(work, model, train, steps - probe_steps, batch_size, seed,
@@ -154,14 +154,14 @@ def _train(work, model, train: Data, steps: int, batch_size: int, seed: int, los
 
     ``work`` trains with a fresh copy of ``model``'s optimizer, as the probe does.
     """
-    from ..probe.working_copy import _fresh_optimizer
-    from ..probe.batches import _batches
+    from ..probe.working_copy import fresh_optimizer
+    from ..probe.batches import training_batches
 
     tf, keras = import_keras()
     if steps <= 0:
         return [], None, None
     variables = work.trainable_weights
-    optimizer, _ = _fresh_optimizer(model, keras)
+    optimizer, _ = fresh_optimizer(model, keras)
     optimizer.build(variables)
 
     def step(x, y):
@@ -177,7 +177,7 @@ def _train(work, model, train: Data, steps: int, batch_size: int, seed: int, los
 
     step = tf.function(step, autograph=False)
     names = [getattr(t, "name", "") for t in (getattr(work, "inputs", None) or [])]
-    batches = _batches(train, min(batch_size, train.num_samples), seed, names)
+    batches = training_batches(train, min(batch_size, train.num_samples), seed, names)
     losses, timed_from = [], None
     for index in range(steps):
         x, y = next(batches)

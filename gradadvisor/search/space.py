@@ -40,7 +40,7 @@ def search_space(diagnosis, model, trial_steps: int = 60) -> list:
 
     ``trial_steps`` sizes the warm-up offered against exploding gradients.
     """
-    from ..probe import leaf_layers, _is_graph_model
+    from ..probe import leaf_layers, is_graph_model
 
     _, keras = import_keras()
     opened: dict = {}
@@ -49,7 +49,7 @@ def search_space(diagnosis, model, trial_steps: int = 60) -> list:
             opened.setdefault(fix, [])
             if finding.rule not in opened[fix]:
                 opened[fix].append(finding.rule)
-    layers = [layer for _, layer in leaf_layers(model)] if _is_graph_model(model, keras) else []
+    layers = [layer for _, layer in leaf_layers(model)] if is_graph_model(model, keras) else []
     sequence = any(isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) for layer in layers)
     categories = set(diagnosis.categories)
     dimensions = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 from ..errors import SurgeryError
-from ..probe import _is_graph_model
+from ..probe import is_graph_model
 from .plan import _LeafPlan, _edited_config
 from .structure import _run_graph
 
@@ -49,7 +49,7 @@ class _Builder:
             new_layers.append(keras.Input(batch_shape=first.batch_shape, dtype=first.output.dtype,
                                           name=first.name))
         for layer in model.layers:
-            if _is_graph_model(layer, keras):
+            if is_graph_model(layer, keras):
                 new_layers.append(self.build(layer, prefix + layer.name + "/"))
             else:
                 plan = self.plans[prefix + layer.name]
@@ -90,7 +90,7 @@ class _Builder:
             if not isinstance(operation, keras.layers.Layer):
                 return operation
             if id(operation) not in cloned:
-                if _is_graph_model(operation, keras):
+                if is_graph_model(operation, keras):
                     cloned[id(operation)] = self.build(operation, prefix + operation.name + "/")
                 else:
                     plan = self.plans[prefix + operation.name]

@@ -7,7 +7,7 @@ from typing import Any
 
 from .._tf import import_keras
 from ..errors import SurgeryError, UsageError
-from ..probe import _is_graph_model, leaf_layers
+from ..probe import is_graph_model, leaf_layers
 from .activations import _plan_activation
 from .build import _Builder, _new_layer, _PlanFailed
 from .initializers import _plan_initializer
@@ -101,7 +101,7 @@ def _check_model(model, keras, function: str) -> None:
         raise UsageError(
             f"The 'model' parameter of {function} must be a keras.Model. "
             f"Got {type(model).__name__} instead.")
-    if not _is_graph_model(model, keras):
+    if not is_graph_model(model, keras):
         raise SurgeryError(
             f"The model '{model.name}' is a subclassed model ({type(model).__name__}): gradadvisor "
             "can diagnose it but can only rewrite a Sequential or Functional model, so rebuild it "

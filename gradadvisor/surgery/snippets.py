@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .._tf import import_keras
-from ..probe import _is_graph_model, leaf_layers
+from ..probe import is_graph_model, leaf_layers
 from .activations import _LAYER_ACTIVATIONS
 from .optimizer import _tidy
 from .setups import OPTIMIZERS, STANDARD_LEARNING_RATE, Setup, _as_setup
@@ -32,13 +32,13 @@ def snippet(setup: Setup, *, model=None) -> str:
     recurrent_class, has_recurrent = "LSTM", True
     if model is not None:
         _, keras = import_keras()
-        if _is_graph_model(model, keras):
+        if is_graph_model(model, keras):
             recurrent = [layer for _, layer in leaf_layers(model) if isinstance(layer, keras.layers.RNN)]
             has_recurrent = bool(recurrent)
             if recurrent:
                 recurrent_class = type(recurrent[0]).__name__
     units = [64, 32]
-    if model is not None and _is_graph_model(model, import_keras()[1]):
+    if model is not None and is_graph_model(model, import_keras()[1]):
         dense = [layer for _, layer in leaf_layers(model) if hasattr(layer, "units")]
         rnn = [layer for layer in dense if getattr(layer, "cell", None) is not None]
         if dense:

@@ -9,7 +9,7 @@ the same method but recompiles the clone from its compile config.
 
 from __future__ import annotations
 
-from ..probe import _is_graph_model
+from ..probe import is_graph_model
 
 _KERNEL_BASES = frozenset({"Dense", "BaseConv", "BaseConvTranspose", "BaseDepthwiseConv",
                            "BaseSeparableConv"})
@@ -67,7 +67,7 @@ class _Structure:
                 else:
                     self._connect(previous, first)
                 previous = last
-                if not _is_graph_model(layer, keras) and prefix + layer.name not in self.ranks:
+                if not is_graph_model(layer, keras) and prefix + layer.name not in self.ranks:
                     self.ranks[prefix + layer.name] = _rank(lambda: layer.output)
             return heads, previous or []
         heads = []
@@ -97,7 +97,7 @@ class _Structure:
                 return self._ends[key]
             self.names.add(operation.name)
             path = prefix + operation.name
-            if _is_graph_model(operation, self.keras):
+            if is_graph_model(operation, self.keras):
                 self._ends[key] = self._link(operation, path + "/")
             else:
                 self.leaves[path] = operation
@@ -225,7 +225,7 @@ def _all_names(model, keras) -> set:
     # A Sequential model's InputLayer is only in its private layer list.
     for layer in list(getattr(model, "_layers", [])) + list(model.layers):
         names.add(layer.name)
-        if _is_graph_model(layer, keras):
+        if is_graph_model(layer, keras):
             names |= _all_names(layer, keras)
     return names
 
