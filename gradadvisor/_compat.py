@@ -151,6 +151,16 @@ def build_metrics_ahead(model, element_spec) -> bool:
     return True
 
 
+def optimizer_learning_rate_setting(optimizer):
+    """What the optimizer's learning rate was set to: a variable, or a schedule.
+
+    Why: the public ``learning_rate`` property returns the current value, not
+    the schedule behind it; scaling a schedule without replacing it needs to
+    tell the two apart, and only ``_learning_rate`` holds the setting.
+    """
+    return getattr(optimizer, "_learning_rate", None)
+
+
 # --- Keras Tuner --------------------------------------------------------------
 
 def oracle_has_tried(oracle, values: dict) -> bool:

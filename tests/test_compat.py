@@ -118,3 +118,10 @@ def test_oracle_call_timeout_is_set_and_restored():
     with _compat.oracle_call_timeout(7.5):
         assert oracle_client.TIMEOUT == 7.5, versions()
     assert oracle_client.TIMEOUT == before
+
+
+def test_the_learning_rate_setting_tells_a_schedule_from_a_float():
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
+    assert _compat.optimizer_learning_rate_setting(keras.optimizers.SGD(schedule)) is schedule, versions()
+    plain = _compat.optimizer_learning_rate_setting(keras.optimizers.SGD(0.25))
+    assert hasattr(plain, "assign") and float(plain.numpy()) == 0.25

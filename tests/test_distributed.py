@@ -233,6 +233,9 @@ def test_one_chief_and_two_workers_split_the_trials_on_loopback(sigmoid_files, t
     assert {t["worker"] for t in local_recommendation["trials"]} == {"tuner0"}
     shape, local_shape = _shape(recommendation), _shape(local_recommendation)
     shape.pop("distributed"), local_shape.pop("distributed")
+    # How the budget was sized is a list of sentences; a chief runs no trial, so it never
+    # re-sizes the budget from a measured step and may say fewer of them.
+    shape["budget"].pop("sized"), local_shape["budget"].pop("sized")
     assert shape == local_shape
     assert time.monotonic() - started < PROCESS_TIMEOUT + 60
 

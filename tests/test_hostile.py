@@ -533,7 +533,7 @@ def _builtin_rule_changed(tree, old, new):
 def _(tree):
     folder = _builtin_rule_changed(tree, "signal: grad_rms_ratio_to_output, op", "signal: [x, y], op")
     return ["rules", "list", "--rules", folder], (
-        f"{folder}/GA101.yaml:21: rule GA101: the signal must be one name; got a list. Run 'gradadvisor rules "
+        f"{folder}/GA101.yaml:25: rule GA101: the signal must be one name; got a list. Run 'gradadvisor rules "
         "signals' for the names.")
 
 
@@ -541,14 +541,14 @@ def _(tree):
 def _(tree):
     folder = _builtin_rule_changed(tree, 'op: "<", value: 1.0e-3', "op: {a: 1}, value: 1.0e-3")
     return ["rules", "list", "--rules", folder], (
-        f"{folder}/GA101.yaml:21: rule GA101: the operator must be one of <, <=, >, >=, ==, !=; got a dict.")
+        f"{folder}/GA101.yaml:25: rule GA101: the operator must be one of <, <=, >, >=, ==, !=; got a dict.")
 
 
 @case("rules-example-value-a-word")
 def _(tree):
     folder = _builtin_rule_changed(tree, "grad_rms_ratio_to_output: 1.0e-8,", "grad_rms_ratio_to_output: lots,")
     return ["rules", "list", "--rules", folder], (
-        f"{folder}/GA101.yaml:32: rule GA101: example value for 'grad_rms_ratio_to_output' must be a number or "
+        f"{folder}/GA101.yaml:38: rule GA101: example value for 'grad_rms_ratio_to_output' must be a number or "
         "null; got 'lots'.")
 
 
@@ -588,7 +588,7 @@ _FINDING = {"rule": "GA101", "name": "vanishing-gradients", "category": "gremlin
 _report_case("unknown-category", lambda d: d.update(findings=[_FINDING]),
              "does not follow the schema gradadvisor.diagnosis/1: at findings/0/category, 'gremlins' is not one of "
              "['vanishing_gradients', 'exploding_gradients', 'nonfinite', 'dead_units', 'saturated_units', "
-             f"'slow_updates', 'large_updates']. {_PASS}")
+             f"'slow_updates', 'large_updates', 'no_le.... {_PASS}")
 _report_case("numbers-as-words", lambda d: d["probe"].update(batch_size="eight"),
              f"does not follow the schema gradadvisor.diagnosis/1: at probe/batch_size, 'eight' is not of type "
              f"'integer'. {_PASS}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .. import _compat
 from .measurement import _Measurement
 
 
@@ -68,7 +69,7 @@ class _ProbeBatch(_Measurement):
         x, y = self.x, self.y
         with tf.GradientTape() as tape:
             y_pred, tracer = self.forward(x, tape.watch)
-            loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=self.sample_weight,
+            loss = _compat.compute_loss(model, x=x, y=y, y_pred=y_pred, sample_weight=self.sample_weight,
                                        training=True)
         weights = [v for _, _, group in self.groups for v in group]
         rnn_paths = list(tracer.rnn_inputs) if tracer is not None else []

@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from .. import _compat
+
 #: The fixes a rollback can apply in flight; findings whose rules name neither
 #: (vanishing gradients, dead units) are structural and only warned about.
 RECOVERABLE_FIXES = ("clipping", "learning_rate")
@@ -178,9 +180,7 @@ def scale_learning_rate(optimizer, factor: float, keras) -> tuple:
     is wrapped, not replaced, so the schedule still decides the rate and the
     factor multiplies it; a wrapped one has its factor multiplied again.
     """
-    # The public learning_rate property returns the current value, not the
-    # schedule: telling a schedule from a float needs the attribute behind it.
-    current = getattr(optimizer, "_learning_rate", None)
+    current = _compat.optimizer_learning_rate_setting(optimizer)
     scaled_class = _scaled_schedule_class()
     if isinstance(current, scaled_class):
         current.scale *= factor

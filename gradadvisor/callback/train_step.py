@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 
+from .. import _compat
 from .measurement import _Measurement
 
 #: Key under which the measuring train function returns its statistics; it is
@@ -72,14 +73,13 @@ class _LiveTrainStep(_Measurement):
         documentation).
         """
         tf, keras, model = self.tf, self.keras, self.model
-        from keras.src.losses.loss import unscale_loss_for_distribution
-
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch_size = tf.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
         with tf.GradientTape() as tape:
             y_pred, tracer = self.forward(x)
-            loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            model._loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=batch_size)
+            loss = _compat.compute_loss(model, x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            _compat.loss_tracker(model).update_state(_compat.unscale_loss_for_distribution(loss),
+                                                     sample_weight=batch_size)
             unscaled_loss = loss
             if model.optimizer is not None:
                 loss = model.optimizer.scale_loss(loss)
@@ -210,13 +210,8 @@ def _build_metrics(model, iterator):
     runs first under a distribution strategy) creates them from the shapes of
     a batch, which the iterator tells without giving up a batch.
     """
-    compile_metrics = getattr(model, "_compile_metrics", None)
-    compile_loss = getattr(model, "_compile_loss", None)
-    if not ((compile_metrics is not None and not compile_metrics.built)
-            or (compile_loss is not None and not compile_loss.built)):
-        return
     try:
-        model._symbolic_build(data_batch=iterator.element_spec)
+        _compat.build_metrics_ahead(model, iterator.element_spec)
     except Exception:  # only an extra trace is lost
         logger.debug("GradientMonitor could not build the metrics ahead of tracing.", exc_info=True)
 
@@ -231,15 +226,13 @@ def _train_step_unavailable(model, tf, keras) -> str | None:
     """Why mode "train_step" cannot work for ``model``, or None if it can."""
     if keras.backend.backend() != "tensorflow":
         return f"the Keras backend is '{keras.backend.backend()}', not 'tensorflow'"
-    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
-
-    if type(model).train_step is not TensorFlowTrainer.train_step:
+    if type(model).train_step is not _compat.keras_train_step():
         return f"{type(model).__name__} defines its own train_step"
-    if getattr(model, "_distribute_strategy", None) is not None or tf.distribute.has_strategy():
+    if _compat.model_strategy(model) is not None or tf.distribute.has_strategy():
         return "it is trained under a tf.distribute strategy"
     if getattr(model, "optimizer", None) is None:
         return "the model has no optimizer"
-    if not all(hasattr(model, name) for name in ("_compute_loss", "_loss_tracker", "make_train_function")):
+    if not _compat.train_step_internals_present(model):
         return f"this Keras version ({keras.__version__}) lacks the train-step internals it relies on"
     return None
 

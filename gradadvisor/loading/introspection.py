@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._tf import import_keras
+from .. import _compat
 from ..errors import DataError
 
 #: Activations whose output is confined to a band with flat asymptotes.
@@ -34,11 +35,9 @@ def output_layers(model) -> list:
     layers = []
     outputs = getattr(model, "outputs", None) or []
     for tensor in outputs:
-        history = getattr(tensor, "_keras_history", None)
-        layer = history[0] if history else None
+        layer = _compat.producer(tensor)
         while layer is not None and isinstance(layer, keras.Model) and getattr(layer, "outputs", None):
-            inner = layer.outputs[0]._keras_history
-            layer = inner[0] if inner else None
+            layer = _compat.producer(layer.outputs[0])
         if layer is not None:
             layers.append(layer)
     if not layers and model.layers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._tf import import_keras
+from .. import _compat
 from .data import Data
 from .introspection import input_specs
 from .loss import resolve_output_losses
@@ -61,10 +62,9 @@ def _embedding_vocab_by_input(model) -> dict:
     names = [name for name, _, _ in input_specs(model)]
     for layer in _leaf_layers(model):
         if isinstance(layer, keras.layers.Embedding):
-            for node in getattr(layer, "_inbound_nodes", []):
+            for node in _compat.inbound_nodes(layer):
                 for tensor in node.input_tensors:
-                    history = getattr(tensor, "_keras_history", None)
-                    source = history[0] if history else None
+                    source = _compat.producer(tensor)
                     source_name = getattr(source, "name", None)
                     if source_name in names:
                         found[source_name] = int(layer.input_dim)
@@ -77,7 +77,7 @@ def _leaf_layers(model):
     _, keras = import_keras()
     for layer in model.layers:
         if isinstance(layer, keras.Model) and type(layer) in (keras.Sequential, keras.Model) or (
-                isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth")):
+                isinstance(layer, _compat.functional_class())):
             yield from _leaf_layers(layer)
         else:
             yield layer

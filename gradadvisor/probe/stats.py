@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .. import _compat
 from ..loading import RELU_FAMILY, SATURATING_ACTIVATIONS, activation_name
 from .result import LayerInfo
 from .walk import is_graph_model, _is_recurrent, leaf_layers
@@ -220,7 +221,7 @@ def describe_outputs(model, loss) -> list:
         # A model whose outputs cannot be traced to layers (subclassed, unbuilt):
         # the output rules then have nothing to judge, the probe goes on.
         return []
-    names = [getattr(getattr(t, "_keras_history", [None])[0], "name", None) for t in tensors]
+    names = [getattr(_compat.producer(t), "name", None) for t in tensors]
     described = []
     for position, layer in enumerate(layers):
         if isinstance(loss, dict):

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Callable
 
 from .._tf import import_keras
+from .. import _compat
 
 
 def is_graph_model(layer, keras) -> bool:
     """Sequential and Functional models can be walked layer by layer."""
-    from keras.src.models.functional import Functional
-
-    return isinstance(layer, (keras.Sequential, Functional))
+    return isinstance(layer, (keras.Sequential, _compat.functional_class()))
 
 
 def leaf_layers(model, prefix: str = ""):
@@ -53,8 +52,8 @@ class Tracer:
                 x = self._call(layer, (x,), {}, training, prefix)
             return x
         flat = keras.tree.flatten(inputs)
-        return model._run_through_graph(
-            flat, operation_fn=lambda op: op,
+        return _compat.run_through_graph(
+            model, flat, operation_fn=lambda op: op,
             call_fn=lambda op, *args, **kwargs: self._call(op, args, kwargs, training, prefix))
 
     def _call(self, layer, args, kwargs, training, prefix):

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from ..errors import GradAdvisorError, UsageError
+from .. import _compat
 
 ROLES = ("chief", "worker")
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
@@ -272,8 +273,6 @@ def serve(run_search, oracle, cluster: Cluster, progress=None) -> None:
         UsageError: the chief could not serve on its address.
         KeyboardInterrupt: on Ctrl-C; the trials finished so far are on disk.
     """
-    from keras_tuner.src.distribute.oracle_chief import exit_chief
-
     failure: list = []
 
     def target():
@@ -288,7 +287,7 @@ def serve(run_search, oracle, cluster: Cluster, progress=None) -> None:
     thread.start()
     started = time.monotonic()
     while thread.is_alive():
-        if getattr(oracle, "stop_seen", False) and exit_chief(oracle):
+        if getattr(oracle, "stop_seen", False) and _compat.chief_may_exit(oracle):
             break
         if not oracle.trials and not oracle.tuner_ids and time.monotonic() - started > cluster.timeout:
             raise OracleUnreachableError(
@@ -311,19 +310,13 @@ def work(run_search, cluster: Cluster) -> None:
         OracleUnreachableError: the chief stopped answering.
     """
     import grpc
-    from keras_tuner.src.distribute import oracle_client
-
     # Keras Tuner waits up to an hour for each answer; a worker whose chief is
     # gone should say so sooner.
-    saved = getattr(oracle_client, "TIMEOUT", None)
-    oracle_client.TIMEOUT = cluster.timeout
     try:
-        run_search()
+        with _compat.oracle_call_timeout(cluster.timeout):
+            run_search()
     except grpc.RpcError as exc:
         code = exc.code().name if hasattr(exc, "code") else type(exc).__name__
         raise OracleUnreachableError(
             f"The worker {cluster.tuner_id} lost the oracle at {cluster.address} ({code}): the chief has "
             "stopped or cannot be reached. Check the chief's output.") from None
-    finally:
-        if saved is not None:
-            oracle_client.TIMEOUT = saved

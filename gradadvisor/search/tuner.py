@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from .. import _compat
 from ..errors import SurgeryError
 from .records import TrialRecord, write_record
 from .space import setup_from_values
@@ -60,7 +61,7 @@ def _tuner_classes():
                 return {"status": "STOPPED"}
             while self.starts:
                 values = self.starts.pop(0)
-                if not self._duplicate(values):
+                if not _compat.oracle_has_tried(self, values):
                     return {"status": "RUNNING", "values": values}
             return super().populate_space(trial_id)
 

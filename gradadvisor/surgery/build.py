@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+from .. import _compat
 from ..errors import SurgeryError
 from ..probe import is_graph_model
 from .plan import _LeafPlan, _edited_config
@@ -44,7 +45,8 @@ class _Builder:
     def _sequential(self, model, prefix):
         keras = self.keras
         new_layers, plan_of = [], {}
-        first = model._layers[0] if model._layers else None
+        layers = _compat.sequential_layers(model)
+        first = layers[0] if layers else None
         if isinstance(first, keras.layers.InputLayer):
             new_layers.append(keras.Input(batch_shape=first.batch_shape, dtype=first.output.dtype,
                                           name=first.name))
@@ -118,7 +120,7 @@ class _Builder:
         inputs = keras.tree.map_structure(
             lambda tensor: keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype,
                                        sparse=getattr(tensor, "sparse", False),
-                                       name=tensor._keras_history.operation.name),
+                                       name=_compat.producer(tensor).name),
             model.input)
         outputs = _run_graph(model, inputs, operation_fn=clone, call_fn=call)
         new = keras.Model(inputs=inputs, outputs=outputs, name=model.name)

@@ -9,6 +9,7 @@ the same method but recompiles the clone from its compile config.
 
 from __future__ import annotations
 
+from .. import _compat
 from ..probe import is_graph_model
 
 _KERNEL_BASES = frozenset({"Dense", "BaseConv", "BaseConvTranspose", "BaseDepthwiseConv",
@@ -82,7 +83,7 @@ class _Structure:
                     self._connect(self._ends_of(producer, prefix)[1], first)
         tails = []
         for tensor in model.outputs:
-            producer = tensor._keras_history.operation
+            producer = _compat.producer(tensor)
             if not isinstance(producer, keras.layers.InputLayer):
                 tails.extend(self._ends_of(producer, prefix)[1])
         return heads, tails
@@ -199,18 +200,19 @@ class _OperationKey:
 def _graph_nodes(model, keras):
     """``(operation, producing operations, output tensors)`` for every non-input
     node of a Functional model, inputs first."""
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
+    depths = _compat.nodes_by_depth(model)
+    for depth in sorted(depths, reverse=True):
+        for node in depths[depth]:
             if node.is_input or node.operation is None:
                 continue
-            producers = [tensor._keras_history.operation for tensor in node.input_tensors]
+            producers = [_compat.producer(tensor) for tensor in node.input_tensors]
             yield node.operation, producers, list(node.outputs)
 
 
 def _run_graph(model, inputs, operation_fn, call_fn):
     """Run a Functional model's graph on ``inputs``, with ``operation_fn`` choosing
     the operation for each node and ``call_fn(operation, *args, **kwargs)`` calling it."""
-    return model._run_through_graph(inputs, operation_fn=operation_fn, call_fn=call_fn)
+    return _compat.run_through_graph(model, inputs, operation_fn=operation_fn, call_fn=call_fn)
 
 
 def _rank(get_tensor) -> int | None:
