@@ -31,6 +31,20 @@ def keras_module():
 
 
 @pytest.fixture(scope="session")
+def keras(keras_module):
+    """The ``keras`` module, for tests that take it as a fixture."""
+    return keras_module
+
+
+@pytest.fixture(scope="session")
+def tf(keras_module):
+    """The ``tensorflow`` module (imported once Keras is)."""
+    import tensorflow
+
+    return tensorflow
+
+
+@pytest.fixture(scope="session")
 def zoo_diagnoses():
     """``{example name: Diagnosis}`` for every built-in example, probed once."""
     from gradadvisor.api import diagnose

@@ -209,3 +209,20 @@ def python_env(tmp: Path) -> dict:
 
 
 PYTHON = sys.executable
+
+
+def case_registry():
+    """``(cases, case)``: an empty table and the decorator that fills it.
+
+    ``@case(name, code=2, kind="error")`` registers ``function(tree) -> (args,
+    message)`` under ``name`` with the exit code and kind of output it owes.
+    """
+    cases = {}
+
+    def case(name, code=2, kind="error"):
+        def register(function):
+            cases[name] = (function, code, kind)
+            return function
+        return register
+
+    return cases, case

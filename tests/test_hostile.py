@@ -18,17 +18,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from hostile import Tree, expect, npy_bytes, write_npz_with_zeros
+from hostile import Tree, case_registry, expect, npy_bytes, write_npz_with_zeros
 
-CASES = {}
-
-
-def case(name, code=2, kind="error"):
-    """Register ``function(tree) -> (args, message)`` as a hostile-input case."""
-    def register(function):
-        CASES[name] = (function, code, kind)
-        return function
-    return register
+CASES, case = case_registry()
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from hostile import Tree, expect
+from hostile import Tree, case_registry, expect
 
-CASES = {}
-
-
-def case(name, code=2, kind="error"):
-    def register(function):
-        CASES[name] = (function, code, kind)
-        return function
-    return register
+CASES, case = case_registry()
 
 
 @pytest.fixture(scope="module")

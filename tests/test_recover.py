@@ -11,18 +11,6 @@ from gradadvisor.errors import UsageError
 
 
 @pytest.fixture(scope="module")
-def keras(keras_module):
-    return keras_module
-
-
-@pytest.fixture(scope="module")
-def tf(keras):
-    import tensorflow
-
-    return tensorflow
-
-
-@pytest.fixture(scope="module")
 def GradientMonitor(keras):
     from gradadvisor.callback import GradientMonitor
 
