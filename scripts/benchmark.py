@@ -61,6 +61,7 @@ import baselines  # noqa: E402
 import outcome_labels as outcome  # noqa: E402
 import zoo  # noqa: E402
 from gradadvisor._tf import import_keras  # noqa: E402
+from gradadvisor.jsonsafe import jsonable  # noqa: E402
 
 CATEGORIES = ("vanishing", "exploding", "dead_units", "saturation")
 #: gradadvisor's categories in the benchmark's words (nonfinite counts as exploding).
@@ -208,22 +209,6 @@ def _layer_order(model) -> dict:
     return order
 
 
-def _plain(value):
-    """JSON-safe copy: NaN and infinities as strings, numpy scalars as floats."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 # --------------------------------------------------------------------------
 # Metrics
 
@@ -327,7 +312,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data) -> None:
-    write_atomic(path, json.dumps(_plain(data), indent=1, sort_keys=True) + "\n")
+    write_atomic(path, json.dumps(jsonable(data), indent=1, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------

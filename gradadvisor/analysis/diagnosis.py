@@ -140,7 +140,7 @@ class Diagnosis:
 
     def to_dict(self) -> dict:
         """The fixed JSON schema ``gradadvisor.diagnosis/1`` as a dict."""
-        from ..probe import jsonable
+        from ..jsonsafe import jsonable
 
         probe = self.probe
         return jsonable({

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from ..errors import RuleError, quote
+from ..jsonsafe import jsonable
 
 CATEGORIES = ("vanishing_gradients", "exploding_gradients", "nonfinite", "dead_units",
               "saturated_units", "slow_updates", "large_updates", "no_learning_signal", "output_config")
@@ -472,7 +473,7 @@ def evaluate(probe, rules: dict) -> list:
             layers=[i.name for i in layer_infos],
             first_layer=first_info.name if first_info else None,
             message=format_message(rule, fields), summary=rule.summary,
-            explanation=rule.rationale, evidence=_clean(evidence),
+            explanation=rule.rationale, evidence=jsonable(evidence),
             causes=explain_causes(rule.causes, probe, layer_infos or probe.layers),
             fixes=list(rule.fixes)))
     order = {s: i for i, s in enumerate(SEVERITIES)}
@@ -495,14 +496,6 @@ def _locate(rule, matched, probe):
         pick = max if rule.locate == "largest" else min
         return pick(scored, key=lambda m: m[1][primary]) if scored else matched[0]
     return matched[-1]
-
-
-def _clean(value):
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
 
 
 def run_examples(rule: Rule) -> list:

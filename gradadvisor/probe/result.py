@@ -7,9 +7,10 @@ round-trips exactly.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
+
+from ..jsonsafe import jsonable, restore_floats
 
 SCHEMA = "gradadvisor.probe/1"
 
@@ -114,38 +115,3 @@ class ProbeResult:
         data["layers"] = [LayerInfo(**info) for info in data["layers"]]
         data = restore_floats(data)
         return cls(**data)
-
-
-def jsonable(value):
-    """Lists for arrays; NaN and infinities as strings JSON can carry."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return value
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
-_SPECIAL = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
-
-
-def restore_floats(value):
-    if isinstance(value, dict):
-        return {k: restore_floats(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [restore_floats(v) for v in value]
-    if isinstance(value, str) and value in _SPECIAL:
-        return _SPECIAL[value]
-    return value

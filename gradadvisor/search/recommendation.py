@@ -75,7 +75,7 @@ class Recommendation:
     distributed: dict | None = None
 
     def to_dict(self) -> dict:
-        from ..probe import jsonable
+        from ..jsonsafe import jsonable
 
         return jsonable({
             "recommended": self.recommended, "reason": self.reason,

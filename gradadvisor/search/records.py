@@ -54,13 +54,13 @@ class TrialRecord:
                    result.start_loss, bool(result.learns), result.stopped)
 
     def to_dict(self) -> dict:
-        from ..probe import jsonable
+        from ..jsonsafe import jsonable
 
         return jsonable(dict(dataclasses.asdict(self), schema=RECORD_SCHEMA))
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrialRecord":
-        from ..probe import restore_floats
+        from ..jsonsafe import restore_floats
 
         data = restore_floats(dict(data))
         data.pop("schema", None)

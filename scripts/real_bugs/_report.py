@@ -12,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from gradadvisor.jsonsafe import jsonable
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 JSON_PATH = BENCHMARKS / "real_bugs.json"
 MARKDOWN_PATH = BENCHMARKS / "real_bugs.md"
@@ -43,14 +45,8 @@ def load() -> dict | None:
 
 def save(results: dict) -> None:
     """Write the JSON record and its markdown view."""
-    write_atomic(JSON_PATH, json.dumps(results, indent=2, sort_keys=False, default=_plain) + "\n")
+    write_atomic(JSON_PATH, json.dumps(jsonable(results), indent=2, sort_keys=False) + "\n")
     write_atomic(MARKDOWN_PATH, render_markdown(results))
-
-
-def _plain(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def _number(value) -> str:
