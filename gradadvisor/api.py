@@ -1,10 +1,17 @@
-"""The Python API: the same functions the command line uses."""
+"""The Python API: the same functions the command line uses.
+
+:func:`diagnose` groups its keyword arguments into the settings of
+:mod:`gradadvisor.search.options`, checks them there (the one place settings are
+checked, for the command line too) and runs :func:`run_diagnosis`.
+"""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from .loading.prepare import prepare
+from .search.options import OutputOptions, Plan, ProbeOptions, check_options
+from .search.options import search_options as group_search_options
 
 
 def diagnose(model, x=None, y=None, *, data=None, target=None, steps: int = 30,
@@ -28,34 +35,54 @@ def diagnose(model, x=None, y=None, *, data=None, target=None, steps: int = 30,
         select, ignore: Rule ids to keep or drop.
         search: Also search for a fix when a warning or error is found.
         search_options: Keyword arguments for :func:`gradadvisor.recommend`.
-        progress: Called as ``progress(stage, done, total)``.
+        progress: Called as ``progress(stage, done, total)``; during a search
+            with a fourth argument saying what is being tried.
 
     Returns:
         A :class:`~gradadvisor.Diagnosis`.
+
+    Raises:
+        UsageError: settings that do not fit together, such as an unknown rule id.
+        OutputError: a ``save_fixed`` path that cannot be written.
 
     Example:
         >>> import gradadvisor
         >>> diagnosis = gradadvisor.diagnose("model.keras", steps=20)
         >>> print(diagnosis.status, [f.rule for f in diagnosis.findings])
     """
+    searching, save_fixed, force = group_search_options(search_options, enabled=search)
+    probe = ProbeOptions(steps=steps, batch_size=batch_size, seed=seed, rules_dirs=_frozen(rules_dirs),
+                         select=_frozen(select), ignore=_frozen(ignore), unsafe_load=unsafe_load,
+                         custom_objects=custom_objects)
+    plan = check_options(probe, searching, OutputOptions(save_fixed=save_fixed, force=force),
+                         inputs=(model, data))
+    return run_diagnosis(model, x, y, plan, data=data, target=target, progress=progress, command=command)
+
+
+def run_diagnosis(model, x, y, plan: Plan, *, data=None, target=None, progress: Callable | None = None,
+                  command: str | None = None):
+    """Probe, diagnose and, if the plan asks, search: settings already checked by :func:`check_options`."""
     from .analysis.diagnosis import Diagnosis, versions
-    from .analysis.engine import evaluate, load_rules, select_rules
+    from .analysis.engine import evaluate
     from .probe import run_probe
 
-    rules = select_rules(load_rules(rules_dirs), select, ignore)
+    options = plan.probe
     model, resolved, model_path = prepare(
-        model, x, y, data=data, target=target, unsafe_load=unsafe_load,
-        custom_objects=custom_objects, seed=seed)
+        model, x, y, data=data, target=target, unsafe_load=options.unsafe_load,
+        custom_objects=options.custom_objects, seed=options.seed)
     probe_progress = (lambda done, total: progress("probe", done, total)) if progress else None
-    probe = run_probe(model, resolved, steps=steps, batch_size=batch_size, seed=seed,
+    probe = run_probe(model, resolved, steps=options.steps, batch_size=options.batch_size, seed=options.seed,
                       progress=probe_progress)
-    diagnosis = Diagnosis(probe=probe, findings=evaluate(probe, rules), model_path=model_path,
-                          command=command, versions=versions(), rules_used=list(rules))
-    if search and diagnosis.status != "healthy":
-        from .search import recommend
+    diagnosis = Diagnosis(probe=probe, findings=evaluate(probe, plan.rules), model_path=model_path,
+                          command=command, versions=versions(), rules_used=list(plan.rules))
+    if plan.search.enabled and diagnosis.status != "healthy":
+        from .search.recommendation import run_recommendation
 
-        options = dict(search_options or {})
-        diagnosis.recommendation = recommend(
-            model, resolved, diagnosis=diagnosis, seed=seed, batch_size=batch_size,
-            progress=progress, rules=rules, **options).to_dict()
+        diagnosis.recommendation = run_recommendation(
+            model, resolved, None, plan, diagnosis=diagnosis, progress=progress).to_dict()
     return diagnosis
+
+
+def _frozen(value):
+    """Lists as tuples, so the frozen settings hold no list that could change under them."""
+    return tuple(value) if isinstance(value, list) else value

@@ -8,17 +8,16 @@ traceback); findings at or above ``--fail-on`` give exit code 1.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
+import dataclasses
 import threading
-import time
 import warnings
 
 import click
 
 from ._version import __version__
-from .errors import GradAdvisorError, OutputError, UsageError, quote
+from .errors import COMMAND_LINE, GradAdvisorError, UsageError, quote
 
 EXIT_FINDINGS = 1
 EXIT_BAD_INPUT = 2
@@ -26,33 +25,6 @@ EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 MAX_DIAGNOSIS_BYTES = 256 * 2**20
 MAX_MESSAGE = 600
-
-
-class _Progress:
-    """Progress on stderr: a rewritten line on a terminal, a few lines otherwise."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.last_stage = None
-        self.started = time.perf_counter()
-
-    def __call__(self, stage: str, done: int, total: int, text: str = "") -> None:
-        if not self.enabled:
-            return
-        label = {"probe": "probing", "search": "searching", "confirm": "confirming"}.get(stage, stage)
-        elapsed = time.perf_counter() - self.started
-        line = f"{label}: {done}/{total} {text}".rstrip() + f" [{elapsed:.0f}s]"
-        if self.tty:
-            end = "\n" if done >= total else ""
-            click.echo("\r\033[K" + line, err=True, nl=False)
-            if end:
-                click.echo("", err=True)
-        elif stage != "probe" or done in (total,) or stage != self.last_stage:
-            if stage == "probe" and done < total and stage == self.last_stage:
-                return
-            click.echo(line, err=True)
-        self.last_stage = stage
 
 
 _STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -123,10 +95,10 @@ def main_group(ctx, debug):
 @click.option("--steps", type=click.IntRange(min=1, max=100000), default=30, show_default=True, help="Training steps to probe.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Samples per training step.")
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True, help="Seed for batch order, synthetic data and the search.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output on stdout.")
-@click.option("--report", "report_path", metavar="PATH", help="Also write the self-contained HTML report here.")
+@click.option("--format", "format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output on stdout.")
+@click.option("--report", "report", metavar="PATH", help="Also write the self-contained HTML report here.")
 @click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True, help="Exit with code 1 when findings reach this severity.")
-@click.option("--search/--no-search", default=True, show_default=True, help="Search for a fix when a warning or error is found; --no-search is lint mode.")
+@click.option("--search/--no-search", "enabled", default=True, show_default=True, help="Search for a fix when a warning or error is found; --no-search is lint mode.")
 @click.option("--save-fixed", metavar="PATH", help="Write the recommended, freshly initialised model here (.keras).")
 @click.option("--max-trials", type=click.IntRange(min=1, max=500), default=10, show_default=True, help="Search budget: candidate setups to try.")
 @click.option("--trial-steps", type=click.IntRange(min=2, max=100000), default=None, help="Search budget: training steps per candidate.  [default: 60, more for long sequences, fewer for slow models]")
@@ -145,10 +117,7 @@ def main_group(ctx, debug):
 @click.option("--force", is_flag=True, help="Replace output files that already exist.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @click.pass_context
-def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_format, report_path,
-             fail_on, search, save_fixed, max_trials, trial_steps, time_budget, tuner, tuner_dir,
-             distributed, oracle_address, tuner_id, oracle_timeout,
-             rules_dirs, select, ignore, unsafe_load, custom_objects, force, quiet):
+def diagnose(ctx, model, example, data, target, **settings):
     """Probe MODEL (a .keras file) with real training steps and diagnose its gradients.
 
     Prints a verdict and findings (or JSON with --format json), optionally writes
@@ -166,7 +135,60 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
     search is over, saying on stderr which trials they ran; only the chief
     prints the result and writes --report and --save-fixed.
     """
-    from .files import check_output_path
+    from .search.options import check_options
+
+    probe, search, output = _option_groups(settings)
+    _check_inputs(model, example, data)
+    plan = check_options(probe, search, output, inputs=[model, data], spelling=COMMAND_LINE)
+    if data and example:
+        raise UsageError("--data cannot be combined with --example: the example brings its own data.")
+
+    from .api import run_diagnosis
+    from .report.progress import Progress
+
+    x = y = None
+    target_model = model
+    if example is not None:
+        from .examples import build_example
+        from .loading import validate_data
+
+        target_model, x, y = build_example(example, seed=probe.seed)
+        x = validate_data(target_model, x, y, source=f"the data of the built-in example {example}")
+        y = None
+    command = "gradadvisor " + " ".join(sys.argv[1:]) if sys.argv else None
+    with Progress(enabled=not output.quiet) as progress:
+        diagnosis = run_diagnosis(target_model, x, y, plan, data=data, target=target, progress=progress,
+                                  command=command)
+    if example is not None:
+        diagnosis.model_path = f"example:{example}"
+    if plan.worker:
+        ctx.exit(_worker_done(plan.cluster, diagnosis.recommendation))
+    _write_outputs(diagnosis, plan)
+    if diagnosis.recommendation and diagnosis.recommendation.get("interrupted"):
+        click.echo("gradadvisor: search interrupted; the best trial so far is shown above.", err=True)
+        ctx.exit(_interrupted_code())
+    if output.fail_on != "never" and diagnosis.at_least(output.fail_on):
+        ctx.exit(EXIT_FINDINGS)
+
+
+def _option_groups(settings: dict) -> tuple:
+    """``(ProbeOptions, SearchOptions, OutputOptions)`` from the diagnose command's options."""
+    from .search.options import OutputOptions, ProbeOptions, SearchOptions
+
+    settings = dict(settings)
+    groups = []
+    for group in (ProbeOptions, SearchOptions, OutputOptions):
+        names = {field.name for field in dataclasses.fields(group)}
+        groups.append(group(**{name: settings.pop(name) for name in list(settings) if name in names}))
+    if settings:  # an option added to the command but to no group
+        raise TypeError(f"diagnose options in no group: {sorted(settings)}")
+    probe, search, output = groups
+    return (dataclasses.replace(probe, select=_split_ids(probe.select), ignore=_split_ids(probe.ignore)),
+            search, output)
+
+
+def _check_inputs(model, example, data) -> None:
+    """The model file or example, and the data path, checked before TensorFlow loads."""
     from .loading import check_model_path
 
     if (model is None) == (example is None):
@@ -181,95 +203,19 @@ def diagnose(ctx, model, example, data, target, steps, batch_size, seed, output_
         from .loading.data import check_data_path
 
         check_data_path(data)
-    cluster = _check_distributed(distributed, oracle_address, tuner_id, oracle_timeout, search, tuner_dir)
-    worker = cluster is not None and cluster.role == "worker"
-    inputs = [path for path in (model, data) if path is not None and os.path.exists(path)]
-    if report_path and not worker:
-        check_output_path(report_path, force=force, suffix=".html", inputs=inputs)
-    if save_fixed and not worker:
-        check_output_path(save_fixed, force=force, suffix=".keras", inputs=inputs)
-    if tuner_dir:
-        from pathlib import Path
 
-        from .files import check_tuner_project
-        from .search.tuner import PROJECT_NAME
 
-        if Path(tuner_dir).exists() and not Path(tuner_dir).is_dir():
-            raise OutputError(f"--tuner-dir '{tuner_dir}' is a file. Name a folder.")
-        if search and not worker:
-            check_tuner_project(Path(tuner_dir) / PROJECT_NAME)
-    select_ids, ignore_ids = _split_ids(select), _split_ids(ignore)
-    from .analysis.engine import load_rules, select_rules
-
-    select_rules(load_rules(rules_dirs), select_ids, ignore_ids)
-    if data and example:
-        raise UsageError("--data cannot be combined with --example: the example brings its own data.")
-
-    from .api import diagnose as run_diagnosis
-
-    progress = _Progress(enabled=not quiet)
-    command = "gradadvisor " + " ".join(sys.argv[1:]) if sys.argv else None
-    x = y = None
-    target_model = model
-    if example is not None:
-        from .examples import build_example
-
-        target_model, x, y = build_example(example, seed=seed)
-        from .loading import validate_data
-
-        source = f"the data of the built-in example {example}"
-        x = validate_data(target_model, x, y, source=source)
-        y = None
-    search_options = dict(max_trials=max_trials, trial_steps=trial_steps, time_budget=time_budget,
-                          tuner=tuner, tuner_dir=tuner_dir, save_fixed=None if worker else save_fixed,
-                          force=force)
-    if cluster is not None:
-        search_options.update(distributed=cluster.role, oracle_address=cluster.address,
-                              tuner_id=cluster.tuner_id, oracle_timeout=cluster.timeout)
-    diagnosis = run_diagnosis(
-        target_model, x, y, data=data, target=target, steps=steps, batch_size=batch_size,
-        seed=seed, rules_dirs=rules_dirs, select=select_ids, ignore=ignore_ids, search=search,
-        search_options=search_options, unsafe_load=unsafe_load, custom_objects=custom_objects,
-        progress=progress, command=command)
-    if example is not None:
-        diagnosis.model_path = f"example:{example}"
-    if worker:
-        ctx.exit(_worker_done(cluster, diagnosis.recommendation))
-    if output_format == "json":
+def _write_outputs(diagnosis, plan) -> None:
+    """The summary or JSON on stdout, and the report if asked for."""
+    output = plan.output
+    if output.format == "json":
         click.echo(diagnosis.to_json())
     else:
         click.echo(diagnosis.to_text(color=sys.stdout.isatty()), nl=False)
-    if report_path:
-        diagnosis.save_html(report_path, force=force)
-        if not quiet:
-            click.echo(f"report written to {report_path}", err=True)
-    if diagnosis.recommendation and diagnosis.recommendation.get("interrupted"):
-        click.echo("gradadvisor: search interrupted; the best trial so far is shown above.", err=True)
-        ctx.exit(_interrupted_code())
-    if fail_on != "never" and diagnosis.at_least(fail_on):
-        ctx.exit(EXIT_FINDINGS)
-
-
-def _check_distributed(distributed, oracle_address, tuner_id, oracle_timeout, search, tuner_dir):
-    """The distributed settings, checked before TensorFlow loads; None for a local search."""
-    from .search.distributed import check_can_listen, resolve_cluster
-
-    if distributed is None:
-        if oracle_address is not None or tuner_id is not None:
-            given = "--oracle-address" if oracle_address is not None else "--tuner-id"
-            raise UsageError(f"{given} only applies to a distributed search. Add --distributed chief or "
-                             "--distributed worker.")
-        return None
-    if not search:
-        raise UsageError(f"--distributed {distributed} runs a search, but --no-search turns it off. Drop one "
-                         "of them.")
-    if not tuner_dir:
-        raise UsageError(f"--distributed {distributed} needs --tuner-dir DIR, a folder shared by the chief and "
-                         "every worker (for example on NFS).")
-    cluster = resolve_cluster(distributed, oracle_address, tuner_id, oracle_timeout)
-    if cluster.role == "chief":
-        check_can_listen(cluster)
-    return cluster
+    if plan.report:
+        diagnosis.save_html(plan.report, force=output.force)
+        if not output.quiet:
+            click.echo(f"report written to {output.report}", err=True)
 
 
 def _worker_done(cluster, recommendation) -> int:

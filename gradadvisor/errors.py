@@ -21,6 +21,41 @@ def quote(value, limit: int = MAX_QUOTED) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+class Spelling:
+    """How a message names a setting: as a command-line flag or as a Python parameter.
+
+    One check serves the command line and the Python API with one sentence,
+    and each reader sees the names they typed: ``--oracle-address`` and
+    ``--distributed chief`` on the command line, ``the 'oracle_address'
+    parameter`` and ``distributed='chief'`` in Python.
+    """
+
+    def __init__(self, command_line: bool):
+        self.command_line = command_line
+
+    def __call__(self, name: str, value=None) -> str:
+        """``name`` alone, or set to ``value`` (a string in capitals is a placeholder such as ``DIR``)."""
+        if self.command_line:
+            flag = "--" + name.replace("_", "-")
+            if value is None:
+                return flag
+            if isinstance(value, bool):
+                return flag if value else "--no-" + name.replace("_", "-")
+            return f"{flag} {value}"
+        if value is None:
+            return f"the '{name}' parameter"
+        shown = value if isinstance(value, str) and value.isupper() else repr(value)
+        return f"{name}={shown}"
+
+    def sentence(self, text: str) -> str:
+        """``text`` with its first letter capitalised, for a name that opens a sentence."""
+        return text[:1].upper() + text[1:]
+
+
+COMMAND_LINE = Spelling(command_line=True)
+PYTHON = Spelling(command_line=False)
+
+
 class GradAdvisorError(Exception):
     """Base class of every error gradadvisor raises on purpose."""
 

@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import GradAdvisorError, UsageError
+from ..errors import PYTHON, GradAdvisorError, Spelling, UsageError
 from .. import _compat
 
 ROLES = ("chief", "worker")
@@ -113,10 +113,7 @@ def resolve_cluster(role, oracle_address=None, tuner_id=None, timeout=DEFAULT_TI
     """
     environ = os.environ if environ is None else environ
     if role is None:
-        if oracle_address is not None or tuner_id is not None:
-            given = "oracle_address" if oracle_address is not None else "tuner_id"
-            raise UsageError(f"The '{given}' parameter only applies to a distributed search. Pass "
-                             "distributed='chief' or 'worker' (--distributed on the command line) too.")
+        _check_no_cluster_settings(oracle_address, tuner_id, PYTHON)
         return None
     if role not in ROLES:
         raise UsageError(f"The 'distributed' parameter must be 'chief', 'worker' or None. Got {role!r} instead.")
@@ -142,6 +139,54 @@ def resolve_cluster(role, oracle_address=None, tuner_id=None, timeout=DEFAULT_TI
     if not isinstance(timeout, (int, float)) or not timeout > 0:
         raise UsageError(f"The oracle timeout must be a positive number of seconds. Got {timeout!r} instead.")
     return Cluster(role, host, port, tuner_id, float(timeout))
+
+
+def check_distributed(role, oracle_address=None, tuner_id=None, timeout=DEFAULT_TIMEOUT, *, search=True,
+                      tuner_dir=None, spelling: Spelling = PYTHON, environ=None, listen=True) -> Cluster | None:
+    """The one check of the distributed settings, for the command line and the Python API.
+
+    Runs before any TensorFlow work, so a mistake costs nothing: an address
+    or id without a role, a role without a search or without a shared tuner
+    directory, then everything :func:`resolve_cluster` checks, and, for a
+    chief, that it can take its port.
+
+    Args:
+        role, oracle_address, tuner_id, timeout: As for :func:`resolve_cluster`.
+        search: Whether a search was asked for; a role without one is a mistake.
+        tuner_dir: The tuner directory, which every process must share.
+        spelling: How the messages name the settings
+            (:data:`gradadvisor.errors.COMMAND_LINE` or :data:`~gradadvisor.errors.PYTHON`).
+        environ: The environment to read Keras Tuner's variables from.
+        listen: Check that a chief can listen on its address.
+
+    Returns:
+        The :class:`Cluster`, or None for a search in this process.
+
+    Raises:
+        UsageError: the settings do not make a distributed search.
+    """
+    if role is None:
+        _check_no_cluster_settings(oracle_address, tuner_id, spelling)
+        return None
+    if role not in ROLES:
+        raise UsageError(f"The 'distributed' parameter must be 'chief', 'worker' or None. Got {role!r} instead.")
+    if not search:
+        raise UsageError(f"{spelling('distributed', role)} runs a search, but {spelling('search', False)} turns it "
+                         "off. Drop one of them.")
+    if not tuner_dir:
+        raise UsageError(f"{spelling('distributed', role)} needs {spelling('tuner_dir', 'DIR')}, a folder shared by "
+                         "the chief and every worker (for example on NFS).")
+    cluster = resolve_cluster(role, oracle_address, tuner_id, timeout, environ)
+    if listen and cluster.role == "chief":
+        check_can_listen(cluster)
+    return cluster
+
+
+def _check_no_cluster_settings(oracle_address, tuner_id, spelling: Spelling) -> None:
+    if oracle_address is not None or tuner_id is not None:
+        given = spelling("oracle_address" if oracle_address is not None else "tuner_id")
+        raise UsageError(f"{spelling.sentence(given)} only applies to a distributed search. Add "
+                         f"{spelling('distributed', 'chief')} or {spelling('distributed', 'worker')}.")
 
 
 def check_can_listen(cluster: Cluster) -> None:

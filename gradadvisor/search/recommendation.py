@@ -1,7 +1,9 @@
 """The recommendation: check the request, search within the budget, rank, confirm, save.
 
-:func:`recommend` runs five steps, one function each: :func:`_validate` (the
-request and the data split), :func:`_search` (Keras Tuner's trials),
+:func:`recommend` checks its settings with
+:func:`gradadvisor.search.options.check_options` (the one place settings are checked,
+for the command line too), then runs five steps, one function each:
+:func:`_prepare` (the model, the data split and the budget), :func:`_search` (Keras Tuner's trials),
 :func:`_rank` (trials as a table, best first), :func:`_confirm` (the original
 and the best setup trained the same way, and whether the setup learns) and
 :func:`_save` (the fixed model, written and re-probed).
@@ -10,7 +12,6 @@ and the best setup trained the same way, and whether the setup learns) and
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import tempfile
 import time
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from .._tf import import_keras
-from ..errors import SurgeryError, UsageError
+from ..errors import SurgeryError
 from ..loading import Data, resolve_loss
+from ..loading.prepare import prepare
 from .budget import MIN_TRIALS, resize_time_budget, size_budget
 from .data import chance_loss, split_data
 from .processes import _run_search, _search_environment, search_settings
@@ -56,6 +58,13 @@ class Recommendation:
         distributed: None for a local search; for a distributed one the
             process's ``role``, the ``oracle`` address, its ``tuner_id`` and
             the trial ids each worker ran (``trials_by_worker``).
+        diagnosis: The :class:`~gradadvisor.Diagnosis` the search started
+            from, which the HTML report renders around the recommendation.
+            Not part of :meth:`to_dict` (the diagnosis's JSON holds the
+            recommendation, not the other way round) nor of equality.
+
+    In a Jupyter notebook a recommendation shows the HTML report inline: the
+    diagnosis it started from, with this recommendation's section filled in.
     """
 
     recommended: bool
@@ -73,6 +82,7 @@ class Recommendation:
     budget: dict = dataclasses.field(default_factory=dict)
     interrupted: bool = False
     distributed: dict | None = None
+    diagnosis: object = dataclasses.field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         from ..jsonsafe import jsonable
@@ -86,6 +96,19 @@ class Recommendation:
             "fixed_findings": self.fixed_findings,
             "budget": self.budget, "interrupted": self.interrupted, "distributed": self.distributed,
         })
+
+    def _repr_html_(self) -> str | None:
+        """The HTML report with this recommendation, inline in a Jupyter notebook cell.
+
+        None (Jupyter then shows the plain ``repr``) for a recommendation made
+        without a diagnosis, which has no report to render.
+        """
+        if self.diagnosis is None:
+            return None
+        from ..report.html import render_notebook_html
+
+        # A copy: the user's diagnosis keeps whatever recommendation it had.
+        return render_notebook_html(dataclasses.replace(self.diagnosis, recommendation=self.to_dict()))
 
 
 
@@ -187,78 +210,69 @@ def recommend(model, data=None, y=None, *, diagnosis=None, seed: int = 0, batch_
         >>> rec.recommended, rec.setup
         >>> rec.fixed_model.fit(x, y)
     """
-    request = _validate(model, data, y, diagnosis=diagnosis, seed=seed, batch_size=batch_size,
-                        max_trials=max_trials, trial_steps=trial_steps, confirm_steps=confirm_steps,
-                        time_budget=time_budget, tuner=tuner, tuner_dir=tuner_dir, save_fixed=save_fixed,
-                        force=force, rules=rules, progress=progress, steps=steps, distributed=distributed,
-                        oracle_address=oracle_address, tuner_id=tuner_id, oracle_timeout=oracle_timeout)
+    from .options import OutputOptions, ProbeOptions, SearchOptions, check_options
+
+    searching = SearchOptions(max_trials=max_trials, trial_steps=trial_steps, confirm_steps=confirm_steps,
+                              time_budget=time_budget, tuner=tuner, tuner_dir=tuner_dir, distributed=distributed,
+                              oracle_address=oracle_address, tuner_id=tuner_id, oracle_timeout=oracle_timeout)
+    plan = check_options(ProbeOptions(steps=steps, batch_size=batch_size, seed=seed), searching,
+                         OutputOptions(save_fixed=save_fixed, force=force), inputs=(model, data), rules=rules)
+    return run_recommendation(model, data, y, plan, diagnosis=diagnosis, progress=progress)
+
+
+def run_recommendation(model, data, y, plan, *, diagnosis=None, progress: Callable | None = None) -> Recommendation:
+    """:func:`recommend` with settings :func:`gradadvisor.search.options.check_options` has checked."""
+    request = _prepare(model, data, y, plan, diagnosis=diagnosis, progress=progress)
     cluster, budget = request.cluster, request.budget
     if not request.dimensions:
         return Recommendation(False, "Nothing to search: no warning or error finding asks for a fix.",
                               None, [], [], [], "", None, budget=dict(budget, seconds_used=0.0),
-                              distributed=cluster.to_dict() if cluster else None)
-    records, interrupted = _search(request, tuner, tuner_dir)
+                              distributed=cluster.to_dict() if cluster else None, diagnosis=request.diagnosis)
+    records, interrupted = _search(request, plan.search.tuner, plan.search.tuner_dir)
     ranked, trials, shared = _rank(request, records)
     budget["seconds_used"] = round(time.perf_counter() - request.started, 2)
-    role = cluster.role if cluster else None
-    if role == "worker":
+    partial = dict(dimensions=request.dimensions, trials=trials, budget=budget, interrupted=interrupted,
+                   distributed=shared, diagnosis=request.diagnosis)
+    if cluster is not None and cluster.role == "worker":
         done = ", ".join(record.trial for record in records) or "none"
         return Recommendation(
             False, f"Worker {cluster.tuner_id} ran trial(s) {done} for the chief at {cluster.address}; the "
-            "chief ranks every trial and confirms the best.", None, request.dimensions, trials, [], "", None,
-            budget=budget, interrupted=interrupted, distributed=shared)
+            "chief ranks every trial and confirms the best.", None, changes=[], snippet="", confirmation=None,
+            **partial)
     if not ranked:
-        return Recommendation(False, "The search was stopped before any trial finished.", None,
-                              request.dimensions, [], [], "", None, budget=budget, interrupted=interrupted,
-                              distributed=shared)
+        return Recommendation(False, "The search was stopped before any trial finished.", None, changes=[],
+                              snippet="", confirmation=None, **dict(partial, trials=[]))
     from ..surgery import describe_changes, snippet
 
     best = ranked[0]
     setup = setup_from_values(best.values)
-    changes = describe_changes(request.model, setup)
+    changes, code = describe_changes(request.model, setup), snippet(setup, model=request.model)
     if interrupted:
         return Recommendation(False, f"The search was interrupted after {len(trials)} trial(s); the best so "
                               f"far is {setup.describe()} ({best.status}, held-out loss "
                               f"{best.val_loss if best.val_loss is None else round(best.val_loss, 4)}), "
-                              "not confirmed by a comparison run.", setup, request.dimensions, trials, changes,
-                              snippet(setup, model=request.model), None, budget=budget, interrupted=True,
-                              distributed=shared)
+                              "not confirmed by a comparison run.", setup, changes=changes, snippet=code,
+                              confirmation=None, **partial)
     recommended, reason, confirmation, fixed_copy = _confirm(request, setup)
     path, fixed_status, fixed_findings = None, None, None
     if recommended:
         path, fixed_status, fixed_findings = _save(request, fixed_copy)
         reason += " " + _reprobe_text(path, fixed_status, fixed_findings, request.diagnosis.probe.num_steps)
     budget["seconds_used"] = round(time.perf_counter() - request.started, 2)
-    return Recommendation(recommended, reason, setup, request.dimensions, trials, changes,
-                          snippet(setup, model=request.model), confirmation,
+    return Recommendation(recommended, reason, setup, changes=changes, snippet=code, confirmation=confirmation,
                           fixed_model=fixed_copy if recommended else None, fixed_model_path=path,
-                          fixed_status=fixed_status, fixed_findings=fixed_findings, budget=budget,
-                          distributed=shared)
+                          fixed_status=fixed_status, fixed_findings=fixed_findings, **partial)
 
 
-def _validate(model, data, y, *, diagnosis, seed, batch_size, max_trials, trial_steps, confirm_steps,
-              time_budget, tuner, tuner_dir, save_fixed, force, rules, progress, steps, distributed,
-              oracle_address, tuner_id, oracle_timeout) -> _Request:
-    """Check the request, probe the model if needed, split the data and size the budget."""
+def _prepare(model, data, y, plan, *, diagnosis, progress) -> _Request:
+    """Check the model can be rewritten, probe it if needed, split the data and size the budget."""
     from ..analysis.diagnosis import Diagnosis
-    from ..analysis.engine import evaluate, load_rules
-    from ..files import check_output_path
-    from ..loading.prepare import prepare
+    from ..analysis.engine import evaluate
     from ..probe import is_graph_model, run_probe
     from ..probe.mirrored import resolve_strategy
-    from .distributed import check_can_listen, resolve_cluster
 
     _, keras = import_keras()
-    if tuner not in ("bayesian", "random", "hyperband"):
-        raise UsageError(f"The 'tuner' parameter must be bayesian, random or hyperband. Got {tuner!r} instead.")
-    cluster = resolve_cluster(distributed, oracle_address, tuner_id, oracle_timeout)
-    if cluster is not None and tuner_dir is None:
-        raise UsageError(f"A distributed {cluster.role} needs a tuner directory shared by the chief and every "
-                         "worker (for example on NFS): pass --tuner-dir DIR (tuner_dir= in Python).")
-    if cluster is not None and cluster.role == "chief":
-        check_can_listen(cluster)
-    # The files read, which no output may replace.
-    inputs = [path for path in (model, data) if isinstance(path, (str, os.PathLike)) and os.path.exists(path)]
+    options, cluster = plan.probe, plan.cluster
     model, _, _ = prepare(model)
     if not is_graph_model(model, keras):
         raise SurgeryError(
@@ -266,37 +280,86 @@ def _validate(model, data, y, *, diagnosis, seed, batch_size, max_trials, trial_
             "Sequential or Functional model. Apply the suggested fixes in its code instead.")
     if not isinstance(data, Data):
         _, data, _ = prepare(model, data, y)
-    if save_fixed and not (cluster is not None and cluster.role == "worker"):
-        save_fixed = check_output_path(save_fixed, force=force, suffix=".keras", inputs=inputs)
-    rules = rules if rules is not None else load_rules()
     if diagnosis is None:
-        probe = run_probe(model, data, steps=steps, batch_size=batch_size, seed=seed)
-        diagnosis = Diagnosis(probe=probe, findings=evaluate(probe, rules))
-    train, val = split_data(data, model, seed)
+        probe = run_probe(model, data, steps=options.steps, batch_size=options.batch_size, seed=options.seed)
+        diagnosis = Diagnosis(probe=probe, findings=evaluate(probe, plan.rules))
+    train, val = split_data(data, model, options.seed)
     loss_choice = resolve_loss(model, train.y if not isinstance(train.y, list) else None)
-    budget = size_budget(model, diagnosis.probe, max_trials=max_trials, trial_steps=trial_steps,
-                         confirm_steps=confirm_steps, time_budget=time_budget, tuner=tuner,
+    search = plan.search
+    budget = size_budget(model, diagnosis.probe, max_trials=search.max_trials, trial_steps=search.trial_steps,
+                         confirm_steps=search.confirm_steps, time_budget=search.time_budget, tuner=search.tuner,
                          distributed=cluster is not None)
     return _Request(
-        model=model, diagnosis=diagnosis, train=train, val=val, rules=rules, loss=loss_choice.loss,
+        model=model, diagnosis=diagnosis, train=train, val=val, rules=plan.rules, loss=loss_choice.loss,
         kind=loss_choice.kind, chance=chance_loss(train.y, loss_choice.name, loss_choice.kind),
         dimensions=search_space(diagnosis, model, trial_steps=budget["trial_steps"]), budget=budget,
-        seed=seed, batch_size=batch_size, strategy=resolve_strategy(), cluster=cluster, save_fixed=save_fixed,
-        progress=progress, started=time.perf_counter())
+        seed=options.seed, batch_size=options.batch_size, strategy=resolve_strategy(), cluster=cluster,
+        save_fixed=plan.save_fixed, progress=progress, started=time.perf_counter())
 
 
 def _search(request: _Request, tuner: str, tuner_dir) -> tuple:
     """``(trial records, interrupted)``: Keras Tuner's trials, in this process's role."""
-    from ..files import check_tuner_project, mark_tuner_project
+    from ..files import check_tuner_project
 
-    budget, cluster, max_trials = request.budget, request.cluster, request.budget["max_trials"]
+    role = request.cluster.role if request.cluster else None
+    owned = tuner_dir is None
+    directory = tempfile.mkdtemp(prefix="gradadvisor-tuner-") if owned else str(tuner_dir)
+    if role != "worker":
+        # Keras Tuner wipes its project folder on a fresh start: only ever let it
+        # wipe a folder that is empty or that an earlier search marked as its own.
+        # Checked here again, just before the wipe, as the folder may have changed.
+        check_tuner_project(Path(directory) / PROJECT_NAME)
+    try:
+        with _search_environment(request.cluster, role):
+            search, interrupted = _run_tuner(request, tuner, directory, role)
+        records = read_records(search.project_dir) if role != "worker" else list(search.records.values())
+    finally:
+        if owned:
+            shutil.rmtree(directory, ignore_errors=True)
+    return records, interrupted
 
-    started_trials = []
+
+def _run_tuner(request: _Request, tuner: str, directory: str, role) -> tuple:
+    """``(tuner, interrupted)``: build Keras Tuner's tuner and run the search to its end or Ctrl-C."""
+    from ..files import mark_tuner_project
+
+    budget = request.budget
+    hypermodel_class, _, _, _, tuner_class = _tuner_classes()
+    oracle = _oracle(request, tuner)
+    oracle.on_end = lambda oracle: _say_trial_ended(request, oracle)
+    hypermodel = hypermodel_class(request.model, request.dimensions, request.strategy)
+    # A worker must not wipe the folder its chief and the other workers share.
+    search = tuner_class(
+        oracle=oracle, hypermodel=hypermodel, directory=directory, project_name=PROJECT_NAME,
+        overwrite=role != "worker", runner=_trial_runner(request, oracle),
+        on_trial=(lambda trial, tuner_object: _say_worker_trial(request, trial, tuner_object))
+        if role == "worker" else None)
+    if role != "worker":
+        mark_tuner_project(search.project_dir)
+    if tuner == "hyperband":
+        oracle.max_trials = budget["max_trials"]
+    settings = None
+    if request.cluster is not None:
+        settings = search_settings(request.model, request.train, request.val, dimensions=request.dimensions,
+                                   seed=request.seed, batch_size=request.batch_size,
+                                   trial_steps=budget["trial_steps"], tuner=tuner, rules=request.rules)
+    searched, interrupted = time.perf_counter(), False
+    try:
+        _run_search(search, oracle, request.cluster, settings, request.progress)
+    except KeyboardInterrupt:
+        interrupted = True
+    budget["search_seconds"] = round(time.perf_counter() - searched, 2)
+    return search, interrupted
+
+
+def _trial_runner(request: _Request, oracle) -> Callable:
+    """What the tuner calls to train one candidate: says which setup it tries, trains, resizes the budget."""
+    budget, started_trials = request.budget, []
 
     def runner(candidate, fraction=1.0, values=None):
         started_trials.append(values)
         if values is not None:
-            request.say("search", len(started_trials) - 1, max_trials,
+            request.say("search", len(started_trials) - 1, budget["max_trials"],
                         f"trial {len(started_trials)}: trying {setup_from_values(values).describe()}")
         steps = max(2, int(budget["trial_steps"] * fraction))
         result = request.run(candidate, steps, in_place=True, cut_off=True)
@@ -304,57 +367,20 @@ def _search(request: _Request, tuner: str, tuner_dir) -> tuple:
             oracle.deadline = request.started + budget["time_budget"]
         return result
 
-    def report_end(oracle):
-        scores = [t.score for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
-        request.say("search", len(oracle.end_order), max_trials,
-                    f"best score so far {min(scores):.4g}" if scores else "")
+    return runner
 
-    def report_worker_trial(trial, tuner_object):
-        record = tuner_object.records.get(trial.trial_id)
-        if record is not None:
-            request.say("search", len(tuner_object.records), max_trials,
-                        f"trials run here; trial {record.trial} scored {record.score:.4g}")
 
-    hypermodel_class, _, _, _, tuner_class = _tuner_classes()
-    oracle = _oracle(request, tuner)
-    oracle.on_end = report_end
-    hypermodel = hypermodel_class(request.model, request.dimensions, request.strategy)
-    owned = tuner_dir is None
-    directory = tempfile.mkdtemp(prefix="gradadvisor-tuner-") if owned else str(tuner_dir)
-    role = cluster.role if cluster else None
-    if role != "worker":
-        # Keras Tuner wipes its project folder on a fresh start: only ever let it
-        # wipe a folder that is empty or that an earlier search marked as its own.
-        check_tuner_project(Path(directory) / PROJECT_NAME)
-    interrupted = False
-    try:
-        with _search_environment(cluster, role):
-            # A worker must not wipe the folder its chief and the other workers share.
-            search = tuner_class(
-                oracle=oracle, hypermodel=hypermodel, directory=directory, project_name=PROJECT_NAME,
-                overwrite=role != "worker", runner=runner,
-                on_trial=report_worker_trial if role == "worker" else None)
-            if role != "worker":
-                mark_tuner_project(search.project_dir)
-            if tuner == "hyperband":
-                oracle.max_trials = max_trials
-            settings = None
-            if cluster is not None:
-                settings = search_settings(request.model, request.train, request.val,
-                                           dimensions=request.dimensions, seed=request.seed,
-                                           batch_size=request.batch_size, trial_steps=budget["trial_steps"],
-                                           tuner=tuner, rules=request.rules)
-            searched = time.perf_counter()
-            try:
-                _run_search(search, oracle, cluster, settings, request.progress)
-            except KeyboardInterrupt:
-                interrupted = True
-            budget["search_seconds"] = round(time.perf_counter() - searched, 2)
-        records = read_records(search.project_dir) if role != "worker" else list(search.records.values())
-    finally:
-        if owned:
-            shutil.rmtree(directory, ignore_errors=True)
-    return records, interrupted
+def _say_trial_ended(request: _Request, oracle) -> None:
+    scores = [t.score for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
+    request.say("search", len(oracle.end_order), request.budget["max_trials"],
+                f"best score so far {min(scores):.4g}" if scores else "")
+
+
+def _say_worker_trial(request: _Request, trial, tuner_object) -> None:
+    record = tuner_object.records.get(trial.trial_id)
+    if record is not None:
+        request.say("search", len(tuner_object.records), request.budget["max_trials"],
+                    f"trials run here; trial {record.trial} scored {record.score:.4g}")
 
 
 def _oracle(request: _Request, tuner: str):
