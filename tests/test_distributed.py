@@ -17,7 +17,8 @@ from gradadvisor.cli import main_group
 from gradadvisor.search.distributed import (Cluster, OracleUnreachableError, check_settings, resolve_cluster,
                                      write_settings)
 from gradadvisor.errors import UsageError
-from gradadvisor.search import TrialRecord, read_records, write_record
+from gradadvisor.api import diagnose
+from gradadvisor.search import TrialRecord, read_records, recommend, write_record
 
 #: Every subprocess of this file must finish within this many seconds.
 PROCESS_TIMEOUT = 240
@@ -76,6 +77,32 @@ def test_distributed_options_are_checked_before_any_work(extra, message, tmp_pat
     result = CliRunner().invoke(main_group, args, standalone_mode=False)
     assert isinstance(result.exception, UsageError), result.output
     assert str(result.exception) == message
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda tmp: recommend(object(), oracle_address="127.0.0.1:5000"),
+     "The 'oracle_address' parameter only applies to a distributed search. Add distributed='chief' or "
+     "distributed='worker'."),
+    (lambda tmp: recommend(object(), distributed="worker", oracle_address="127.0.0.1:5000"),
+     "distributed='worker' needs tuner_dir=DIR, a folder shared by the chief and every worker (for example on "
+     "NFS)."),
+    (lambda tmp: diagnose(object(), search_options=dict(distributed="chief", tuner_dir=tmp)),
+     "distributed='chief' runs a search, but search=False turns it off. Drop one of them."),
+    (lambda tmp: diagnose(object(), search=True, search_options=dict(distributed="worker", tuner_dir=tmp,
+                                                                     oracle_address="h:1", tuner_id="chief-2")),
+     "A worker's tuner id must not contain 'chief' (Keras Tuner would take it for the chief). Got 'chief-2' "
+     "instead; pick another --tuner-id."),
+    (lambda tmp: diagnose(object(), search=True, search_options=dict(trials=3)),
+     "The 'search_options' parameter has the unknown key 'trials'. Known keys: confirm_steps, distributed, force, "
+     "max_trials, oracle_address, oracle_timeout, save_fixed, time_budget, trial_steps, tuner, tuner_dir, "
+     "tuner_id."),
+])
+def test_the_python_api_gets_the_same_checks_in_its_own_names(call, message, tmp_path, monkeypatch):
+    for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(UsageError) as caught:
+        call(tmp_path)
+    assert str(caught.value) == message
 
 
 def test_a_chief_whose_port_is_taken_fails_at_once(tmp_path):
