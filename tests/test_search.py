@@ -62,25 +62,24 @@ def test_recommend_confirms_and_saves_a_fixed_model(sigmoid_case, tmp_path, kera
     document = result.to_dict()
     assert document["setup"] == result.setup.to_dict() and document["fixed_model_path"] == str(tmp_path / "fixed.keras")
     assert "diagnosis" not in document and result.diagnosis is diagnosis
+    assert_shows_the_report_in_a_notebook(result, diagnosis)
 
 
-def test_a_recommendation_shows_the_report_in_a_notebook(sigmoid_case):
+def assert_shows_the_report_in_a_notebook(result, diagnosis):
+    """A recommendation renders, in a sandboxed frame, the report of its diagnosis with its own section."""
     import dataclasses
     import html
     import re
 
     from gradadvisor.report.html import render_html
 
-    model, x, y, diagnosis = sigmoid_case
-    result = recommend(model, x, y, diagnosis=diagnosis, max_trials=1, trial_steps=10, seed=0, tuner="random")
     frame = result._repr_html_()
     assert frame.startswith('<iframe srcdoc="') and ' sandbox title="gradadvisor report" ' in frame
     page = html.unescape(re.match(r'<iframe srcdoc="([^"]*)"', frame).group(1))
-    # The diagnosis's report, with this recommendation's section filled in.
     assert page == render_html(dataclasses.replace(diagnosis, recommendation=result.to_dict()))
     verdict = "Recommended setup (tested)" if result.recommended else "No setup recommended"
     assert f"<strong>{verdict}.</strong>" in page and "Search not run" not in page
-    assert diagnosis.recommendation is None
+    assert "<script" not in page and diagnosis.recommendation is None
     # The diagnosis rides along without changing what a recommendation is.
     assert dataclasses.replace(result, diagnosis=None) == result
     assert dataclasses.replace(result, diagnosis=None)._repr_html_() is None
