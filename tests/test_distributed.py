@@ -54,14 +54,14 @@ def sigmoid_files(tmp_path_factory, sigmoid_stack):
      "--distributed chief needs --tuner-dir DIR, a folder shared by the chief and every worker (for example "
      "on NFS)."),
     (["--distributed", "worker", "--tuner-dir", "{tmp}"],
-     "A distributed worker needs the oracle's address: pass --oracle-address HOST:PORT (oracle_address= in "
-     "Python) or set KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT."),
+     "A distributed worker needs the oracle's address: pass --oracle-address HOST:PORT or set "
+     "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT."),
     (["--distributed", "worker", "--tuner-dir", "{tmp}", "--oracle-address", "localhost"],
      "The oracle address must be HOST:PORT with a port from 1 to 65535, for example 10.0.0.5:8470. Got "
      "'localhost' instead."),
     (["--distributed", "worker", "--tuner-dir", "{tmp}", "--oracle-address", "h:1", "--tuner-id", "chief-2"],
      "A worker's tuner id must not contain 'chief' (Keras Tuner would take it for the chief). Got 'chief-2' "
-     "instead; pick another --tuner-id."),
+     "instead; choose another with --tuner-id ID."),
     (["--distributed", "chief", "--tuner-dir", "{tmp}", "--oracle-address", "h:1", "--tuner-id", "boss"],
      "The chief's tuner id must contain 'chief' (Keras Tuner tells the chief by it). Got 'boss' instead; "
      "drop --tuner-id or KERASTUNER_TUNER_ID for the chief."),
@@ -91,7 +91,10 @@ def test_distributed_options_are_checked_before_any_work(extra, message, tmp_pat
     (lambda tmp: diagnose(object(), search=True, search_options=dict(distributed="worker", tuner_dir=tmp,
                                                                      oracle_address="h:1", tuner_id="chief-2")),
      "A worker's tuner id must not contain 'chief' (Keras Tuner would take it for the chief). Got 'chief-2' "
-     "instead; pick another --tuner-id."),
+     "instead; choose another with tuner_id=ID."),
+    (lambda tmp: diagnose(object(), search=True, search_options=dict(distributed="worker", tuner_dir=tmp)),
+     "A distributed worker needs the oracle's address: pass oracle_address=HOST:PORT or set KERASTUNER_ORACLE_IP "
+     "and KERASTUNER_ORACLE_PORT."),
     (lambda tmp: diagnose(object(), search=True, search_options=dict(trials=3)),
      "The 'search_options' parameter has the unknown key 'trials'. Known keys: confirm_steps, distributed, force, "
      "max_trials, oracle_address, oracle_timeout, save_fixed, time_budget, trial_steps, tuner, tuner_dir, "

@@ -97,7 +97,7 @@ def parse_address(text: str) -> tuple:
 
 
 def resolve_cluster(role, oracle_address=None, tuner_id=None, timeout=DEFAULT_TIMEOUT,
-                    environ=None) -> Cluster | None:
+                    environ=None, spelling: Spelling = PYTHON) -> Cluster | None:
     """Check a distributed search's settings; None for a local search.
 
     The oracle address comes from ``oracle_address`` or else from the
@@ -107,13 +107,15 @@ def resolve_cluster(role, oracle_address=None, tuner_id=None, timeout=DEFAULT_TI
     one machine).  Keras Tuner tells the chief from a worker by the word
     ``chief`` in the id, so a chief's id must contain it and a worker's not.
 
+    Messages name the settings as ``spelling`` says (see :func:`check_distributed`).
+
     Raises:
         UsageError: an unknown role, no or a malformed address, a bad id or
             timeout, or an address or id given without a role.
     """
     environ = os.environ if environ is None else environ
     if role is None:
-        _check_no_cluster_settings(oracle_address, tuner_id, PYTHON)
+        _check_no_cluster_settings(oracle_address, tuner_id, spelling)
         return None
     if role not in ROLES:
         raise UsageError(f"The 'distributed' parameter must be 'chief', 'worker' or None. Got {role!r} instead.")
@@ -122,8 +124,8 @@ def resolve_cluster(role, oracle_address=None, tuner_id=None, timeout=DEFAULT_TI
     elif environ.get(ENV_ORACLE_IP) and environ.get(ENV_ORACLE_PORT):
         host, port = parse_address(f"{environ[ENV_ORACLE_IP]}:{environ[ENV_ORACLE_PORT]}")
     else:
-        raise UsageError(f"A distributed {role} needs the oracle's address: pass --oracle-address HOST:PORT "
-                         f"(oracle_address= in Python) or set {ENV_ORACLE_IP} and {ENV_ORACLE_PORT}.")
+        raise UsageError(f"A distributed {role} needs the oracle's address: pass "
+                         f"{spelling('oracle_address', 'HOST:PORT')} or set {ENV_ORACLE_IP} and {ENV_ORACLE_PORT}.")
     tuner_id = tuner_id if tuner_id is not None else environ.get(ENV_TUNER_ID)
     if tuner_id is None:
         tuner_id = "chief" if role == "chief" else f"worker-{socket.gethostname()}-{os.getpid()}"
@@ -132,10 +134,10 @@ def resolve_cluster(role, oracle_address=None, tuner_id=None, timeout=DEFAULT_TI
         raise UsageError(f"The tuner id must be a non-empty word without spaces. Got {tuner_id!r} instead.")
     if role == "chief" and "chief" not in tuner_id:
         raise UsageError(f"The chief's tuner id must contain 'chief' (Keras Tuner tells the chief by it). Got "
-                         f"{tuner_id!r} instead; drop --tuner-id or {ENV_TUNER_ID} for the chief.")
+                         f"{tuner_id!r} instead; drop {spelling('tuner_id')} or {ENV_TUNER_ID} for the chief.")
     if role == "worker" and "chief" in tuner_id:
         raise UsageError(f"A worker's tuner id must not contain 'chief' (Keras Tuner would take it for the "
-                         f"chief). Got {tuner_id!r} instead; pick another --tuner-id.")
+                         f"chief). Got {tuner_id!r} instead; choose another with {spelling('tuner_id', 'ID')}.")
     if not isinstance(timeout, (int, float)) or not timeout > 0:
         raise UsageError(f"The oracle timeout must be a positive number of seconds. Got {timeout!r} instead.")
     return Cluster(role, host, port, tuner_id, float(timeout))
@@ -176,7 +178,7 @@ def check_distributed(role, oracle_address=None, tuner_id=None, timeout=DEFAULT_
     if not tuner_dir:
         raise UsageError(f"{spelling('distributed', role)} needs {spelling('tuner_dir', 'DIR')}, a folder shared by "
                          "the chief and every worker (for example on NFS).")
-    cluster = resolve_cluster(role, oracle_address, tuner_id, timeout, environ)
+    cluster = resolve_cluster(role, oracle_address, tuner_id, timeout, environ, spelling)
     if listen and cluster.role == "chief":
         check_can_listen(cluster)
     return cluster
