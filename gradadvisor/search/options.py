@@ -17,12 +17,16 @@ last stage that needs them; the command line and the API sit above it.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from pathlib import Path
 
 from ..errors import PYTHON, OutputError, Spelling, UsageError
 
 TUNERS = ("bayesian", "random", "hyperband")
+#: ``(group, setting, least value)`` of the whole-number settings (None allowed where a default is sized).
+WHOLE_NUMBERS = (("probe", "steps", 1), ("probe", "batch_size", 1), ("probe", "seed", 0),
+                 ("search", "max_trials", 1), ("search", "trial_steps", 2), ("search", "confirm_steps", 2))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,8 +159,8 @@ def check_options(probe: ProbeOptions | None, search: SearchOptions, output: Out
         A :class:`Plan`.
 
     Raises:
-        UsageError: an unknown rule id or tuner, or distributed settings that
-            do not fit together.
+        UsageError: a count or budget out of range, an unknown rule id or
+            tuner, or distributed settings that do not fit together.
         OutputError: an output that cannot be written, or a tuner directory
             the search may not wipe.
         RuleError: a rule folder that cannot be read.
@@ -164,6 +168,7 @@ def check_options(probe: ProbeOptions | None, search: SearchOptions, output: Out
     from ..files import check_output_path
     from .distributed import check_distributed
 
+    _check_numbers(probe, search, spelling)
     if search.tuner not in TUNERS:
         raise UsageError(f"{spelling.sentence(spelling('tuner'))} must be bayesian, random or hyperband. Got "
                          f"{search.tuner!r} instead.")
@@ -184,6 +189,23 @@ def check_options(probe: ProbeOptions | None, search: SearchOptions, output: Out
         rules = select_rules(load_rules(probe.rules_dirs), probe.select, probe.ignore)
     return Plan(probe=probe, search=search, output=output, rules=rules, cluster=cluster, report=report,
                 save_fixed=save_fixed)
+
+
+def _check_numbers(probe: ProbeOptions | None, search: SearchOptions, spelling: Spelling) -> None:
+    """Counts and seconds in range; the command line's option types already hold its values to these."""
+    for group, name, least in WHOLE_NUMBERS:
+        options = probe if group == "probe" else search
+        value = getattr(options, name, None) if options is not None else None
+        if value is None and (options is None or name in ("trial_steps", "confirm_steps")):
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise UsageError(f"{spelling.sentence(spelling(name))} must be a whole number of at least {least}. "
+                             f"Got {value!r} instead.")
+    seconds = search.time_budget
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, numbers.Real)
+                                or not seconds > 0):
+        raise UsageError(f"{spelling.sentence(spelling('time_budget'))} must be a number of seconds above 0. Got "
+                         f"{seconds!r} instead.")
 
 
 def _check_tuner_dir(folder: Path, *, searching: bool, spelling: Spelling) -> None:
