@@ -66,7 +66,7 @@ _debug_option = click.option(
 def _split_ids(value):
     if not value:
         return None
-    return [part.strip() for part in value.split(",") if part.strip()]
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
