@@ -7,11 +7,12 @@ checked, for the command line too) and runs :func:`run_diagnosis`.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .loading.prepare import prepare
-from .search.options import OutputOptions, Plan, ProbeOptions, check_options
-from .search.options import search_options as group_search_options
+
+if TYPE_CHECKING:
+    from .search.options import Plan
 
 
 def diagnose(model, x=None, y=None, *, data=None, target=None, steps: int = 30,
@@ -50,6 +51,10 @@ def diagnose(model, x=None, y=None, *, data=None, target=None, steps: int = 30,
         >>> diagnosis = gradadvisor.diagnose("model.keras", steps=20)
         >>> print(diagnosis.status, [f.rule for f in diagnosis.findings])
     """
+    # Imported here: the search package is not needed for 'import gradadvisor.api' to be quick.
+    from .search.options import OutputOptions, ProbeOptions, check_options
+    from .search.options import search_options as group_search_options
+
     searching, save_fixed, force = group_search_options(search_options, enabled=search)
     probe = ProbeOptions(steps=steps, batch_size=batch_size, seed=seed, rules_dirs=_frozen(rules_dirs),
                          select=_frozen(select), ignore=_frozen(ignore), unsafe_load=unsafe_load,
