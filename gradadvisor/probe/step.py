@@ -12,9 +12,10 @@ import math
 
 from ..loading import activation_name
 from .batches import training_batches
+from .gradients import forward_and_gradients, model_forward
 from .stats import (activation_stats, describe_layers, group_variables, layer_weight_stats,
                     timestep_norms)
-from .walk import is_graph_model, Tracer
+from .walk import is_graph_model
 
 
 class ProbeStep:
@@ -98,30 +99,19 @@ class ProbeStep:
             outputs by path (None, None without activation recording); and
             d loss / d input of each recurrent layer by path.
         """
-        tf, work = self.tf, self.work
-        variables = work.trainable_weights
-        with tf.GradientTape() as tape:
-            tracer, y_pred = self._forward(x, tape)
-            loss = self.loss_fn(y, y_pred)
-            if work.losses:
-                loss = loss + tf.add_n([tf.cast(extra, loss.dtype) for extra in work.losses])
-        rnn_paths = list(tracer.rnn_inputs) if tracer else []
-        sources = list(variables) + [tracer.rnn_inputs[p] for p in rnn_paths]
-        gradients = tape.gradient(loss, sources)
+        result = forward_and_gradients(self.tf, self.work, lambda y_pred: self.loss_fn(y, y_pred),
+                                       lambda watch: self._forward(x, watch))
+        tracer = result.tracer
         if tracer is None:
-            return loss, gradients[:len(variables)], None, None, {}
-        return (loss, gradients[:len(variables)], tracer.order, tracer.outputs,
-                dict(zip(rnn_paths, gradients[len(variables):])))
+            return result.loss, result.gradients, None, None, {}
+        return result.loss, result.gradients, tracer.order, tracer.outputs, result.recurrent
 
-    def _forward(self, x, tape):
-        """``(tracer, y_pred)``: the forward pass, leaf by leaf when outputs are recorded.
+    def _forward(self, x, watch):
+        """``(y_pred, tracer)``: the forward pass, leaf by leaf when outputs are recorded.
 
         Shared by the single-device step and each replica of the multi-device one.
         """
-        if not self.record_activations:
-            return None, self.work(x[0] if len(x) == 1 else x, training=True)
-        tracer = Tracer(self.keras, watch=tape.watch)
-        return tracer, tracer.run(self.work, x, training=True)
+        return model_forward(self.keras, self.work, x[0] if len(x) == 1 else x, self.record_activations, watch)
 
     def _layer_by_path(self, path):
         for name, layer, _ in self.groups:
