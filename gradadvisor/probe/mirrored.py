@@ -110,8 +110,8 @@ class MirroredProbe(ProbeStep):
     """
 
     def __init__(self, *args, strategy, **kwargs):
-        super().__init__(*args, **kwargs)
         self.strategy = strategy
+        super().__init__(*args, **kwargs)
 
     def _step_function(self):
         if not self.optimizer.built:
