@@ -131,7 +131,9 @@ def weight_stats_matrix(tf, gradients, weight_squares, delta_squares, segments, 
     matrix = tf.stack([
         grad_norm,
         grad_norm / tf.sqrt(sizes),
-        tf.math.segment_max(largest, segments),
+        # segment_max skips NaN where reduce_max keeps it; a NaN entry must show.
+        tf.where(tf.math.is_nan(tf.math.segment_sum(largest, segments)), float("nan"),
+                 tf.math.segment_max(largest, segments)),
         weight_norm,
         delta_norm / (weight_norm + _EPS),
         tf.math.segment_sum(zeros, segments) / sizes,
