@@ -18,8 +18,11 @@ process per (model, method) at the short step count: the child's resident-set
 high-water mark (``VmHWM``) after training minus its resident size after
 TensorFlow was imported and the model built, so only training counts.
 
+``--graph-ops`` instead counts the operations (constants left out) of one
+traced step of each, a figure the machine's load cannot move.
+
 Usage: python scripts/bench_probe.py [--rounds 2] [--short 30] [--long 130]
-       [--models mlp20,cnn,lstm,resnet50,mobilenetv2] [--json out.json]
+       [--models mlp20,cnn,lstm,resnet50,mobilenetv2] [--json out.json] [--graph-ops]
 """
 
 from __future__ import annotations
@@ -101,6 +104,33 @@ def run_probe_once(name, steps):
     return time.perf_counter() - started
 
 
+def graph_operations(name) -> tuple:
+    """``(fit, probe)``: operations (constants left out) in one traced training step of each.
+
+    A figure the machine's load cannot move: Keras' own ``train_step`` and the
+    probe's step, traced on the same model and batch.
+    """
+    import tensorflow as tf
+
+    from gradadvisor.probe.step import ProbeStep
+    from gradadvisor.probe.working_copy import make_loss_function
+
+    _, keras = import_keras()
+    batch_size = MODELS[name]
+    model, x, y = build(name, batch_size)
+    x, y = tf.constant(x), tf.constant(y)
+    model.optimizer.build(model.trainable_weights)
+    fit_graph = tf.function(lambda a, b: model.train_step((a, b))).get_concrete_function(x, y).graph
+    work, _, _ = build(name, 1)
+    probe = ProbeStep(work, tf, keras, True, make_loss_function(model.loss, keras), keras.optimizers.Adam(1e-3))
+    probe_graph = probe._step_function().get_concrete_function([x], y).graph
+
+    def count(graph):
+        return sum(1 for op in graph.get_operations() if op.type != "Const")
+
+    return count(fit_graph), count(probe_graph)
+
+
 def load_average() -> float:
     with open("/proc/loadavg") as handle:
         return float(handle.read().split()[0])
@@ -167,8 +197,17 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--graph-ops", action="store_true",
+                        help="only count the operations of one traced step of fit and of the probe")
     args = parser.parse_args()
     import_keras()
+    if args.graph_ops:
+        print("| model | fit step operations | probe step operations | ratio |")
+        print("|---|---|---|---|")
+        for name in args.models.split(","):
+            fit_ops, probe_ops = graph_operations(name)
+            print(f"| {name} | {fit_ops} | {probe_ops} | {probe_ops / fit_ops:.2f} |", flush=True)
+        return
     rows = []
     print("| model | batch | fit s | probe s | call ratio | fit ms/step | probe ms/step | step ratio "
           "(goal <= 1.15) | fit peak MiB | probe peak MiB | memory ratio (goal <= 1.15) | load avg |",
