@@ -18,11 +18,13 @@ process per (model, method) at the short step count: the child's resident-set
 high-water mark (``VmHWM``) after training minus its resident size after
 TensorFlow was imported and the model built, so only training counts.
 
-``--graph-ops`` instead counts the operations (constants left out) of one
+``--paired`` instead calls Keras' train function and the probe's compiled
+step in alternating blocks of 10 calls (medians of 15 blocks): less swing on
+a busy machine, but only the compiled steps.  ``--graph-ops`` instead counts the operations (constants left out) of one
 traced step of each, a figure the machine's load cannot move.
 
 Usage: python scripts/bench_probe.py [--rounds 2] [--short 30] [--long 130]
-       [--models mlp20,cnn,lstm,resnet50,mobilenetv2] [--json out.json] [--graph-ops]
+       [--models mlp20,cnn,lstm,resnet50,mobilenetv2] [--json out.json] [--paired | --graph-ops]
 """
 
 from __future__ import annotations
@@ -131,6 +133,56 @@ def graph_operations(name) -> tuple:
     return count(fit_graph), count(probe_graph)
 
 
+def paired_steps(name, blocks=15, block=10) -> dict:
+    """Keras' train function and the probe's compiled step, called in turns on one batch.
+
+    Both are traced first; then blocks of ``block`` calls of each alternate
+    ``blocks`` times, and the medians of the per-step times are compared.
+    Blocks this short see nearly the same load, so on a busy machine this
+    ratio swings less than the slope of whole runs.  It leaves out what a
+    whole run adds per step around the compiled step (the probe's batch
+    conversion and bookkeeping, fit's data pipeline).
+    """
+    import tensorflow as tf
+
+    from gradadvisor.probe.step import ProbeStep
+    from gradadvisor.probe.working_copy import make_loss_function
+
+    _, keras = import_keras()
+    batch_size = MODELS[name]
+    model, x, y = build(name, batch_size * 4)
+    model.fit(x, y, batch_size=batch_size, verbose=0)
+    batches = iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True).repeat())
+    work, _, _ = build(name, 1)
+    probe = ProbeStep(work, tf, keras, True, make_loss_function(model.loss, keras), keras.optimizers.Adam(1e-3))
+    step = probe._step_function()
+    inputs, targets = [tf.constant(x[:batch_size])], tf.constant(y[:batch_size])
+
+    def fit_block():
+        started = time.perf_counter()
+        for _ in range(block):
+            logs = model.train_function(batches)
+        float(logs["loss"])
+        return (time.perf_counter() - started) / block
+
+    def probe_block():
+        started = time.perf_counter()
+        for _ in range(block):
+            vector, _ = step(inputs, targets)
+            vector.numpy()
+        return (time.perf_counter() - started) / block
+
+    fit_block(), probe_block()
+    fit_times, probe_times, loads = [], [], []
+    for _ in range(blocks):
+        loads.append(load_average())
+        fit_times.append(fit_block())
+        probe_times.append(probe_block())
+    fit_step, probe_step = statistics.median(fit_times), statistics.median(probe_times)
+    return {"model": name, "fit_step_ms": round(fit_step * 1e3, 2), "probe_step_ms": round(probe_step * 1e3, 2),
+            "ratio": round(probe_step / fit_step, 3), "load_average": [min(loads), max(loads)]}
+
+
 def load_average() -> float:
     with open("/proc/loadavg") as handle:
         return float(handle.read().split()[0])
@@ -199,8 +251,18 @@ def main():
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--graph-ops", action="store_true",
                         help="only count the operations of one traced step of fit and of the probe")
+    parser.add_argument("--paired", action="store_true",
+                        help="only compare the compiled steps, in alternating blocks of 10 calls")
     args = parser.parse_args()
     import_keras()
+    if args.paired:
+        print("| model | fit ms/step | probe ms/step | ratio | load avg |")
+        print("|---|---|---|---|---|")
+        for name in args.models.split(","):
+            row = paired_steps(name)
+            print(f"| {name} | {row['fit_step_ms']} | {row['probe_step_ms']} | {row['ratio']} | "
+                  f"{row['load_average'][0]:.2f}-{row['load_average'][1]:.2f} |", flush=True)
+        return
     if args.graph_ops:
         print("| model | fit step operations | probe step operations | ratio |")
         print("|---|---|---|---|")
