@@ -262,3 +262,59 @@ def test_steps_and_batch_size_are_validated(two_input_model):
         run_probe(two_input_model, data, steps=1, batch_size=11)
     assert str(caught.value) == ("The batch size 11 is larger than the data (10 samples). "
                                  "Pass --batch-size 10 or less.")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd_momentum", "adamw"])
+def test_update_sizes_read_from_the_optimizer_equal_those_from_a_copy(keras_module, optimizer):
+    """The update the optimizer writes measures the same as after - before from a copy."""
+    import tensorflow as tf
+
+    from gradadvisor.probe.updates import apply_and_measure, updates_can_be_recorded
+
+    keras = keras_module
+    make = {"adam": lambda: keras.optimizers.Adam(0.01),
+            "sgd_momentum": lambda: keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
+            "adamw": lambda: keras.optimizers.AdamW(0.01, weight_decay=0.1)}[optimizer]
+    rng = np.random.default_rng(0)
+    gradients = [tf.constant(rng.normal(size=shape).astype("float32")) for shape in ((4, 3), (3,))]
+    measured = []
+    for record in (True, False):
+        variables = [keras.Variable(rng.normal(size=g.shape).astype("float32") * 0 + 1.0) for g in gradients]
+        opt = make()
+        opt.build(variables)
+        record = record and updates_can_be_recorded(opt)
+        step = tf.function(lambda: apply_and_measure(tf, opt, gradients, variables, record), autograph=False)
+        for _ in range(3):  # momentum and Adam's moments make later updates differ from the first
+            weights, deltas = step()
+        measured.append((np.array(weights), np.array(deltas)))
+    assert updates_can_be_recorded(make()) == (optimizer != "adamw")
+    np.testing.assert_allclose(measured[0][0], measured[1][0], rtol=1e-6)
+    np.testing.assert_allclose(measured[0][1], measured[1][1], rtol=1e-4)
+    assert np.all(measured[0][1] > 0)
+
+
+def test_weight_statistics_fused_equal_the_per_layer_reference(keras_module):
+    """weight_stats_matrix (the probe's) equals layer_weight_stats (the monitor's), NaN counts too."""
+    import tensorflow as tf
+
+    from gradadvisor.probe.stats import WEIGHT_STATS, layer_weight_stats, weight_stats_matrix
+
+    rng = np.random.default_rng(1)
+    shapes = [(5, 4), (4,), (4, 2), (2,)]
+    before = [rng.normal(size=s).astype("float32") for s in shapes]
+    after = [b - 0.01 * rng.normal(size=b.shape).astype("float32") for b in before]
+    for bad in (False, True):
+        grads = [rng.normal(size=s).astype("float32") for s in shapes]
+        grads[1][0] = 0.0
+        if bad:
+            grads[2][0, 0], grads[2][1, 1] = np.nan, np.inf
+        matrix, total = weight_stats_matrix(
+            tf, [tf.constant(g) for g in grads], [tf.nn.l2_loss(b) for b in before],
+            [tf.nn.l2_loss(a - b) for a, b in zip(after, before)], [0, 0, 1, 1], [24.0, 10.0])
+        for row, (first, last) in enumerate([(0, 2), (2, 4)]):
+            reference, _ = layer_weight_stats(tf, [tf.constant(a) for a in after[first:last]],
+                                              [tf.constant(g) for g in grads[first:last]],
+                                              [tf.constant(b) for b in before[first:last]])
+            expected = np.array([float(reference[name]) for name in WEIGHT_STATS])
+            np.testing.assert_allclose(matrix.numpy()[row], expected, rtol=1e-4, equal_nan=True)
+        assert math.isfinite(float(total)) != bad

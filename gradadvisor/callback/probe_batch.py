@@ -60,23 +60,21 @@ class _ProbeBatch(_Measurement):
         return measurement
 
     def _statistics_step(self):
-        from ..probe import timestep_norms
+        from ..probe import forward_and_gradients, timestep_norms
 
         tf, model = self.tf, self.model
         # Reading every non-trainable variable first and writing it back last
         # leaves batch-norm statistics and dropout seeds as training left them.
         saved = [(v, tf.identity(v)) for v in model.non_trainable_variables]
         x, y = self.x, self.y
-        with tf.GradientTape() as tape:
-            y_pred, tracer = self.forward(x, tape.watch)
-            loss = _compat.compute_loss(model, x=x, y=y, y_pred=y_pred, sample_weight=self.sample_weight,
-                                       training=True)
         weights = [v for _, _, group in self.groups for v in group]
-        rnn_paths = list(tracer.rnn_inputs) if tracer is not None else []
-        all_gradients = tape.gradient(loss, weights + [tracer.rnn_inputs[p] for p in rnn_paths])
-        gradients = all_gradients[:len(weights)]
-        timesteps = [(path, timestep_norms(tf, gradient))
-                     for path, gradient in zip(rnn_paths, all_gradients[len(weights):])]
+        # Keras' compute_loss adds the model's own losses itself.
+        result = forward_and_gradients(
+            tf, model, lambda y_pred: _compat.compute_loss(model, x=x, y=y, y_pred=y_pred,
+                                                           sample_weight=self.sample_weight, training=True),
+            lambda watch: self.forward(x, watch), variables=weights, model_loss_weight=None)
+        loss, tracer, gradients = result.loss, result.tracer, result.gradients
+        timesteps = [(path, timestep_norms(tf, gradient)) for path, gradient in result.recurrent.items()]
         batch_size = tf.shape(next(i for i in self.keras.tree.flatten(x) if i is not None))[0]
         vector = self.statistics(loss, {id(v): g for v, g in zip(weights, gradients)}, self.snapshots, tracer,
                                  [(path, norms) for path, norms in timesteps if norms is not None], batch_size)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 # What other modules, tests and scripts import from gradadvisor.probe, and its other public names.
 from .result import SCHEMA, LayerInfo, ProbeResult, jsonable, restore_floats  # noqa: F401
+from .gradients import (StepGradients, forward_and_gradients, model_forward,  # noqa: F401
+                        recurrent_inputs, recurrent_outputs)
 from .run import run_probe  # noqa: F401
 from .step import ProbeStep  # noqa: F401
 from .stats import (ACTIVATION_STATS, WEIGHT_STATS, activation_stats, describe_layers,  # noqa: F401

@@ -23,6 +23,7 @@ import functools
 
 from .._tf import import_keras
 from ..errors import UsageError
+from .gradients import forward_and_gradients
 from .step import ProbeStep
 
 #: Read by :func:`resolve_strategy`; an explicit strategy or None bypasses it.
@@ -109,8 +110,8 @@ class MirroredProbe(ProbeStep):
     """
 
     def __init__(self, *args, strategy, **kwargs):
-        super().__init__(*args, **kwargs)
         self.strategy = strategy
+        super().__init__(*args, **kwargs)
 
     def _step_function(self):
         if not self.optimizer.built:
@@ -133,17 +134,14 @@ class MirroredProbe(ProbeStep):
             x = [a[start:end] for a in x]
             y = [t[start:end] for t in y] if isinstance(y, list) else y[start:end]
             share = tf.cast(end - start, "float32") / tf.cast(size, "float32")
-            with tf.GradientTape() as tape:
-                tracer, y_pred = self._forward(x, tape)
-                # multiply_no_nan: an empty slice's NaN mean counts for nothing.
-                loss = tf.math.multiply_no_nan(tf.cast(self.loss_fn(y, y_pred), "float32"), share)
-                if work.losses:
-                    loss = loss + tf.add_n([tf.cast(extra, "float32") for extra in work.losses]) / count
-            rnn_paths = list(tracer.rnn_inputs) if tracer else []
-            gradients = tape.gradient(loss, list(variables) + [tracer.rnn_inputs[p] for p in rnn_paths])
-            variable_grads = [g if g is not None else tf.zeros_like(v)
-                              for v, g in zip(variables, gradients[:len(variables)])]
-            rnn = {p: g for p, g in zip(rnn_paths, gradients[len(variables):]) if g is not None}
+            # multiply_no_nan: an empty slice's NaN mean counts for nothing.
+            result = forward_and_gradients(
+                tf, work, lambda y_pred: tf.math.multiply_no_nan(tf.cast(self.loss_fn(y, y_pred), "float32"), share),
+                lambda watch: self._forward(x, watch), variables=variables, model_loss_weight=1.0 / count)
+            loss, tracer = result.loss, result.tracer
+            rnn_paths = list(result.recurrent)
+            variable_grads = [g if g is not None else tf.zeros_like(v) for v, g in zip(variables, result.gradients)]
+            rnn = {p: g for p, g in result.recurrent.items() if g is not None}
             outputs = {}
             if tracer is not None:
                 outputs = {p: o for p, o in tracer.outputs.items()

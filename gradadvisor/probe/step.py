@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..loading import activation_name
 from .batches import training_batches
-from .stats import (activation_stats, describe_layers, group_variables, layer_weight_stats,
-                    timestep_norms)
-from .walk import is_graph_model, Tracer
+from .gradients import forward_and_gradients, model_forward
+from .stats import (WEIGHT_STATS, activation_stats, describe_layers, group_variables, timestep_norms,
+                    weight_stats_matrix)
+from .updates import UpdatesNotSeen, apply_and_measure, updates_can_be_recorded
+from .walk import is_graph_model
 
 
 class ProbeStep:
@@ -25,6 +29,7 @@ class ProbeStep:
         self.loss_fn, self.optimizer = loss_fn, optimizer
         self.record_activations = record_activations and is_graph_model(work, keras)
         self.groups = self._group_variables()
+        self.record_updates = updates_can_be_recorded(optimizer, getattr(self, "strategy", None))
         self.layout: list = []
         self.timestep_layout: list = []
         self.order: list = []
@@ -40,30 +45,27 @@ class ProbeStep:
         # second trace; fit() builds them up front too.
         if not optimizer.built:
             optimizer.build(variables)
-        groups = self.groups
+        groups = [(path, group) for path, _, group in self.groups if group]
+        segments = [number for number, (_, group) in enumerate(groups) for _ in group]
+        sizes = [float(sum(int(np.prod(v.shape)) for v in group)) for _, group in groups]
+        position = {id(v): i for i, v in enumerate(variables)}
+        ordered = [v for _, group in groups for v in group]
 
         def step(x, y):
             self.layout, self.timestep_layout = [], []
             loss, variable_grads, order, outputs, rnn_grads = self._gradients(x, y)
-            by_id = {id(v): g for v, g in zip(variables, variable_grads)}
-            before = {id(v): tf.identity(v) for v in variables}
-            optimizer.apply(
-                [g if g is not None else tf.zeros_like(v) for v, g in zip(variables, variable_grads)],
-                variables)
-            values = [tf.cast(loss, "float32")]
+            variable_grads = [g if g is not None else tf.zeros_like(v) for v, g in zip(variables, variable_grads)]
+            weight_squares, delta_squares = apply_and_measure(
+                tf, optimizer, variable_grads, variables, self.record_updates)
+            pick = [position[id(v)] for v in ordered]
+            matrix, total_square = weight_stats_matrix(
+                tf, [tf.cast(variable_grads[i], "float32") for i in pick], [weight_squares[i] for i in pick],
+                [delta_squares[i] for i in pick], segments, sizes)
             self.layout.append(("", "loss"))
-            total_sq = tf.constant(0.0)
-            for path, _, group in groups:
-                if not group:
-                    continue
-                stats, square = layer_weight_stats(
-                    tf, group, [by_id[id(v)] for v in group], [before[id(v)] for v in group])
-                total_sq = total_sq + square
-                for name, value in stats.items():
-                    self.layout.append((path, name))
-                    values.append(value)
-            values.append(tf.sqrt(total_sq))
+            self.layout.extend((path, name) for path, _ in groups for name in WEIGHT_STATS)
             self.layout.append(("", "global_grad_norm"))
+            values = [tf.reshape(tf.cast(loss, "float32"), [1]), tf.reshape(matrix, [-1]),
+                      tf.reshape(tf.sqrt(total_square), [1])]
             if order is not None:
                 self.order = list(order)
                 for path in order:
@@ -71,16 +73,16 @@ class ProbeStep:
                     if not isinstance(output, tf.Tensor) or not output.dtype.is_floating:
                         continue
                     layer = self._layer_by_path(path)
-                    for name, value in self._activation_stats(output, activation_name(layer)).items():
-                        self.layout.append((path, name))
-                        values.append(value)
+                    stats = self._activation_stats(output, activation_name(layer))
+                    self.layout.extend((path, name) for name in stats)
+                    values.append(tf.stack(list(stats.values())))
             timestep_values = []
             for path, grad in rnn_grads.items():
                 norms = timestep_norms(tf, grad)
                 if norms is not None:
                     self.timestep_layout.append((path, int(norms.shape[0])))
                     timestep_values.append(norms)
-            vector = tf.stack([tf.cast(v, "float32") for v in values])
+            vector = tf.concat(values, 0)
             timesteps = tf.concat(timestep_values, 0) if timestep_values else tf.zeros([0])
             return vector, timesteps
 
@@ -98,30 +100,19 @@ class ProbeStep:
             outputs by path (None, None without activation recording); and
             d loss / d input of each recurrent layer by path.
         """
-        tf, work = self.tf, self.work
-        variables = work.trainable_weights
-        with tf.GradientTape() as tape:
-            tracer, y_pred = self._forward(x, tape)
-            loss = self.loss_fn(y, y_pred)
-            if work.losses:
-                loss = loss + tf.add_n([tf.cast(extra, loss.dtype) for extra in work.losses])
-        rnn_paths = list(tracer.rnn_inputs) if tracer else []
-        sources = list(variables) + [tracer.rnn_inputs[p] for p in rnn_paths]
-        gradients = tape.gradient(loss, sources)
+        result = forward_and_gradients(self.tf, self.work, lambda y_pred: self.loss_fn(y, y_pred),
+                                       lambda watch: self._forward(x, watch))
+        tracer = result.tracer
         if tracer is None:
-            return loss, gradients[:len(variables)], None, None, {}
-        return (loss, gradients[:len(variables)], tracer.order, tracer.outputs,
-                dict(zip(rnn_paths, gradients[len(variables):])))
+            return result.loss, result.gradients, None, None, {}
+        return result.loss, result.gradients, tracer.order, tracer.outputs, result.recurrent
 
-    def _forward(self, x, tape):
-        """``(tracer, y_pred)``: the forward pass, leaf by leaf when outputs are recorded.
+    def _forward(self, x, watch):
+        """``(y_pred, tracer)``: the forward pass, leaf by leaf when outputs are recorded.
 
         Shared by the single-device step and each replica of the multi-device one.
         """
-        if not self.record_activations:
-            return None, self.work(x[0] if len(x) == 1 else x, training=True)
-        tracer = Tracer(self.keras, watch=tape.watch)
-        return tracer, tracer.run(self.work, x, training=True)
+        return model_forward(self.keras, self.work, x[0] if len(x) == 1 else x, self.record_activations, watch)
 
     def _layer_by_path(self, path):
         for name, layer, _ in self.groups:
@@ -137,42 +128,38 @@ class ProbeStep:
         step = self._step_function()
         names = [getattr(t, "name", "") for t in (getattr(self.work, "inputs", None) or [])]
         batches = training_batches(data, batch_size, seed, names)
-        stats: dict = {}
-        timestep_norms: dict = {}
-        losses, global_norms = [], []
+        vectors, timestep_vectors = [], []
         nonfinite = None
-        first = True
+        watched = None
         for index in range(steps):
             x, y = next(batches)
             x = [tf.convert_to_tensor(a) for a in x]
             y = [tf.convert_to_tensor(t) for t in y] if isinstance(y, list) else tf.convert_to_tensor(y)
-            try:
-                vector, timesteps = step(x, y)
-            except Exception:
-                if not (first and self.record_activations):
-                    raise
-                # The layer-by-layer walk relies on Keras internals; fall back to a
-                # plain forward pass (weights and gradients only) rather than fail.
-                self.record_activations = False
-                step = self._step_function()
-                vector, timesteps = step(x, y)
-            first = False
-            vector = vector.numpy().astype("float64")
-            timesteps = timesteps.numpy().astype("float64")
-            for (path, name), value in zip(self.layout, vector):
-                if path == "":
-                    (losses if name == "loss" else global_norms).append(float(value))
-                else:
-                    stats.setdefault(path, {}).setdefault(name, []).append(float(value))
-            offset = 0
-            for path, length in self.timestep_layout:
-                timestep_norms.setdefault(path, []).append(timesteps[offset:offset + length].tolist())
-                offset += length
+            vector, timesteps = self._call(step, x, y, first=index == 0)
+            if index == 0:
+                step = self._step
+                # The loss and every non-finite count: what the early stop reads each step.
+                watched = np.array([i for i, (path, name) in enumerate(self.layout)
+                                    if (path, name) == ("", "loss") or name.startswith("nonfinite_")])
+            vector = vector.numpy()
+            vectors.append(vector)
+            timestep_vectors.append(timesteps.numpy())
             if progress is not None:
                 progress(index + 1, steps)
-            nonfinite = self._first_nonfinite(index, stats, losses)
-            if nonfinite is not None:
-                break
+            flags = vector[watched]
+            if not (math.isfinite(float(flags[0])) and not flags[1:].any()):
+                stats, losses = self._parse(vectors)[:2]
+                nonfinite = self._first_nonfinite(index, stats, losses)
+                if nonfinite is not None:
+                    break
+        stats, losses, global_norms = self._parse(vectors)
+        timestep_norms: dict = {}
+        for values in timestep_vectors:
+            offset = 0
+            for path, length in self.timestep_layout:
+                timestep_norms.setdefault(path, []).append(
+                    values[offset:offset + length].astype("float64").tolist())
+                offset += length
         return {
             "layers": self._layer_infos(),
             "loss": losses,
@@ -182,6 +169,38 @@ class ProbeStep:
             "nonfinite": nonfinite,
             "activations_recorded": self.record_activations,
         }
+
+    def _call(self, step, x, y, first):
+        """Run one step; on the first, fall back where tracing fails (see below)."""
+        self._step = step
+        try:
+            return step(x, y)
+        except UpdatesNotSeen:
+            # The optimizer writes some variable another way: measure updates from copies.
+            self.record_updates = False
+        except Exception:
+            if not (first and self.record_activations):
+                raise
+            # The layer-by-layer walk relies on Keras internals; fall back to a
+            # plain forward pass (weights and gradients only) rather than fail.
+            self.record_activations = False
+        return self._call(self._step_function(), x, y, first)
+
+    def _parse(self, vectors):
+        """``(stats, losses, global_norms)`` from the steps' vectors, in float64."""
+        table = np.stack(vectors).astype("float64")
+        stats: dict = {}
+        losses, global_norms = [], []
+        for column, (path, name) in enumerate(self.layout):
+            series = table[:, column].tolist()
+            if path == "":
+                if name == "loss":
+                    losses = series
+                else:
+                    global_norms = series
+            else:
+                stats.setdefault(path, {})[name] = series
+        return stats, losses, global_norms
 
     def _first_nonfinite(self, step, stats, losses):
         infos = self._layer_infos()
