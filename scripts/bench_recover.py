@@ -3,8 +3,9 @@
 Three faults, each on scikit-learn's bundled 8x8 digits (1,437 training
 images, 360 for validation; nothing is downloaded), SGD with momentum 0.9,
 batch 32 (45 steps an epoch), a linear output layer read by the loss as
-logits, seeded. Each one diverges without recovery: its loss turns NaN or
-infinite, or its weights blow up.
+logits, seeded. Each is built to diverge without recovery (its loss turning
+NaN or infinite, or its weights blowing up) rather than to settle at chance
+level; the table's "without recovery" column shows whether it did.
 
 ``lr-jump``
     A small CNN (two 3x3 convolutions, 16 and 32 filters, leaky ReLU) whose
