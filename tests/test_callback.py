@@ -211,7 +211,7 @@ def test_training_with_fused_kernels_is_bit_identical(keras, GradientMonitor):
         model = keras.Model(inputs, outputs, name="block")
         model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
         keras.utils.set_random_seed(1)
-        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=callbacks)
+        history = model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=callbacks)
         return model, history.history
 
     plain, plain_history = train([])
@@ -225,7 +225,7 @@ def test_training_with_fused_kernels_is_bit_identical(keras, GradientMonitor):
     np.testing.assert_array_equal(watched.get_layer("drop").seed_generator.state.numpy(),
                                   plain.get_layer("drop").seed_generator.state.numpy())
     # The layer outputs were still measured, on the measured steps.
-    assert [entry["step"] for entry in monitor.history] == [0, 1, 3, 6]
+    assert [entry["step"] for entry in monitor.history] == [0, 1, 3]
     assert {"activation_mean", "activation_std"} <= set(monitor.history[-1]["layers"]["relu"])
 
 
