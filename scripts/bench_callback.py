@@ -10,9 +10,14 @@ the same load where whole runs minutes apart do not.
 
 Usage (from a checkout)::
 
-    python scripts/bench_callback.py                 # both models, 3 rounds
-    python scripts/bench_callback.py --rounds 5 --epochs 20
-    python scripts/bench_callback.py --models mlp --skip-every-step
+    python scripts/bench_callback.py                 # all four models, 3 rounds
+    python scripts/bench_callback.py --rounds 5 --models mlp,lstm --epochs 20
+    python scripts/bench_callback.py --models mobilenetv2,resnet50 --skip-every-step
+
+The models: a 20-layer MLP and an LSTM (small, 10 epochs of 128 and 64
+steps), and two ``keras.applications`` models at 32x32 (weights=None):
+MobileNetV2 (1,024 images, 4 epochs of 32 steps) and ResNet50 (512 images,
+3 epochs of 16 steps), whose data are small so that rounds take minutes.
 
 Prints, per model, each configuration's total wall time (the sum of its
 epochs; median over rounds) and its ratio to plain fit(), as a ratio of
@@ -33,6 +38,7 @@ what each measurement costs in the graph (the rules run in Python on top).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -69,18 +75,41 @@ def build_lstm(keras):
     return model
 
 
+def build_application(keras, name):
+    """A ``keras.applications`` model (weights=None, 32x32x3 inputs, 10 classes), Adam."""
+    builder = {"mobilenetv2": keras.applications.MobileNetV2, "resnet50": keras.applications.ResNet50}[name]
+    model = builder(weights=None, input_shape=(32, 32, 3), classes=10)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
 def data_for(name):
     rng = np.random.default_rng(0)
     if name == "mlp":
         x = rng.normal(size=(4096, 64)).astype("float32")
         y = rng.integers(0, 10, size=4096).astype("int32")
-    else:
+    elif name == "lstm":
         x = rng.normal(size=(2048, 50, 8)).astype("float32")
         y = (x[:, 0, 0] > 0).astype("float32")
+    else:
+        # Images whose class is the brightest of ten patches: learnable, and
+        # small enough that several epochs of a realistic model fit in minutes.
+        x = rng.normal(size=(SAMPLES[name], 32, 32, 3)).astype("float32")
+        y = rng.integers(0, 10, size=len(x)).astype("int32")
+        for image, label in zip(x, y):
+            image[3 * label:3 * label + 3, :, :] += 1.0
     return x, y
 
 
-BUILDERS = {"mlp": build_mlp, "lstm": build_lstm}
+BUILDERS = {"mlp": build_mlp, "lstm": build_lstm,
+            "mobilenetv2": lambda keras: build_application(keras, "mobilenetv2"),
+            "resnet50": lambda keras: build_application(keras, "resnet50")}
+#: Training set sizes of the realistic models (the small ones' are in data_for).
+SAMPLES = {"mobilenetv2": 1024, "resnet50": 512}
+#: Epochs and per-step pairs where the command line leaves them to the model.
+DEFAULT_EPOCHS = {"mlp": 10, "lstm": 10, "mobilenetv2": 4, "resnet50": 3}
+DEFAULT_STEP_PAIRS = {"mlp": 600, "lstm": 600, "mobilenetv2": 60, "resnet50": 30}
 
 
 def run_round(keras, model_name, configs, epochs, batch_size, shift):
@@ -161,7 +190,7 @@ def per_step_costs(keras, tf, model_name, steps, batch_size):
         pair = [(keras_function, plain), (monitored, unmeasured)]
         for function, times in (pair if index % 2 else pair[::-1]):
             times.append(timed(function))
-        if index % 20 == 0:
+        if index % max(1, min(20, steps // 5)) == 0:
             measured.append(timed(monitored, measure=True))
     monitor.on_train_end()
     return statistics.median(plain), statistics.median(unmeasured), statistics.median(measured)
@@ -169,14 +198,17 @@ def per_step_costs(keras, tf, model_name, steps, batch_size):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mlp,lstm", help="comma-separated: mlp, lstm")
+    parser.add_argument("--models", default="mlp,lstm,mobilenetv2,resnet50",
+                        help="comma-separated: mlp, lstm, mobilenetv2, resnet50")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs per fit (default: 10 for mlp and lstm, 4 mobilenetv2, 3 resnet50)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip-every-step", action="store_true",
                         help="leave out the monitor measuring every step (slow)")
-    parser.add_argument("--step-pairs", type=int, default=600,
-                        help="steps of each train function in the per-step comparison (0 skips it)")
+    parser.add_argument("--step-pairs", type=int, default=None,
+                        help="steps of each train function in the per-step comparison (0 skips it; "
+                        "default: 600 for mlp and lstm, 60 mobilenetv2, 30 resnet50)")
     args = parser.parse_args(argv)
 
     from gradadvisor._tf import import_keras
@@ -187,20 +219,25 @@ def main(argv=None):
     warnings.simplefilter("ignore", GradientWarning)
     tf, keras = import_keras()
     configs = ["plain", "default"] + ([] if args.skip_every_step else ["every-step"])
-    print(f"keras {keras.__version__}; {args.rounds} rounds, {args.epochs} epochs, batch size "
-          f"{args.batch_size}; configurations in rotating order", flush=True)
+    print(f"keras {keras.__version__}; {args.rounds} rounds, batch size {args.batch_size}; configurations "
+          f"in rotating order; load average {os.getloadavg()} on {os.cpu_count()} CPUs", flush=True)
     for model_name in args.models.split(","):
+        if model_name not in BUILDERS:
+            parser.error(f"unknown model {model_name!r}; choose from {', '.join(BUILDERS)}")
         x, _ = data_for(model_name)
-        steps = args.epochs * (len(x) // args.batch_size)
+        epochs = args.epochs or DEFAULT_EPOCHS[model_name]
+        step_pairs = DEFAULT_STEP_PAIRS[model_name] if args.step_pairs is None else args.step_pairs
+        steps = epochs * math.ceil(len(x) / args.batch_size)
         rounds = []
         for round_index in range(args.rounds):
-            times, checks = run_round(keras, model_name, configs, args.epochs, args.batch_size, round_index)
+            times, checks = run_round(keras, model_name, configs, epochs, args.batch_size, round_index)
             rounds.append(times)
             print(f"  {model_name} round {round_index + 1}: " + " | ".join(
                 f"{c} {sum(times[c][0]):6.2f} s (cpu {sum(times[c][1]):6.2f} s"
                 + (f", {checks[c][0]} checks, {checks[c][1]:.1%} by its own timing)" if c in checks else ")")
                 for c in configs), flush=True)
-        print(f"{model_name}: {steps} training steps, {args.rounds} rounds")
+        print(f"{model_name}: {len(x)} samples, {epochs} epochs, {steps} training steps, {args.rounds} rounds; "
+              f"load average now {os.getloadavg()}")
 
         def total(times, config, kind):
             return sum(times[config][kind])
@@ -221,10 +258,10 @@ def main(argv=None):
                   f"cpu {cpu:7.2f} s  ratio {cpu / plain_cpu:5.3f} (paired {paired_cpu:5.3f}) | "
                   f"first epoch {first:6.2f} s ({first - plain_first:+5.2f} s) | "
                   f"later epochs, paired ratio {later:5.3f}")
-        if args.step_pairs:
-            plain_step, unmeasured, measured = per_step_costs(keras, tf, model_name, args.step_pairs,
+        if step_pairs:
+            plain_step, unmeasured, measured = per_step_costs(keras, tf, model_name, step_pairs,
                                                               args.batch_size)
-            print(f"  per step (median of {args.step_pairs}, alternating with Keras' own): Keras "
+            print(f"  per step (median of {step_pairs}, alternating with Keras' own): Keras "
                   f"{plain_step * 1e3:6.2f} ms | monitor, unmeasured {unmeasured * 1e3:6.2f} ms  ratio "
                   f"{unmeasured / plain_step:5.3f} | monitor, measured {measured * 1e3:6.2f} ms  ratio "
                   f"{measured / plain_step:5.3f} (rules not included)", flush=True)

@@ -2,20 +2,26 @@
 
 Three faults, each on scikit-learn's bundled 8x8 digits (1,437 training
 images, 360 for validation; nothing is downloaded), SGD with momentum 0.9,
-batch 32 (45 steps an epoch), seeded:
+batch 32 (45 steps an epoch), a linear output layer read by the loss as
+logits, seeded. Each is built to diverge without recovery (its loss turning
+NaN or infinite, or its weights blowing up) rather than to settle at chance
+level; the table's "without recovery" column shows whether it did.
 
 ``lr-jump``
-    A small CNN (two 3x3 convolutions, 16 and 32 filters) whose learning-rate
-    schedule jumps 300x (0.01 to 3.0) halfway through training.
+    A small CNN (two 3x3 convolutions, 16 and 32 filters, leaky ReLU) whose
+    learning-rate schedule jumps 300x (0.01 to 3.0) halfway through training.
 ``outliers``
-    An MLP (two Dense layers of 64) fed a ``tf.data.Dataset`` stream into which
-    one batch of extreme outliers (images times 1,000) is injected in the middle
-    of an epoch halfway through training.
-``lstm-warmup``
-    An LSTM of 32 units reading the images row by row (8 timesteps of 8
-    features), whose learning rate, instead of staying at 0.05, ramps
-    linearly towards 5.0 over 2,000 steps (a warmup with a peak 100x too
-    high): it trains well for a few hundred steps, then diverges.
+    An MLP (two Dense layers of 64, leaky ReLU) fed a ``tf.data.Dataset``
+    stream into which one batch of extreme outliers (images times
+    ``OUTLIER_SCALE``) is injected in the middle of an epoch halfway through
+    training.
+``lstm-explode``
+    An LSTM of 32 units reading each image as 16 timesteps of 4 pixels, with
+    ``activation="relu"`` (unbounded cell state and output) and a constant
+    learning rate: it learns for some hundreds of steps, until its recurrent
+    weights have grown enough for the recurrence to amplify what it carries
+    from step to step and its gradients explode. The fault-free run is the
+    same LSTM with its default tanh.
 
 Each fault is trained three times: without the fault (plain ``fit``), with the
 fault and no monitor, and with the fault and ``GradientMonitor(on_problem=
@@ -54,6 +60,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np  # noqa: E402
 
 BATCH = 32
+#: The LSTM reads each 8x8 image as this many timesteps.
+LSTM_STEPS = 16
+#: The LSTM's constant learning rate.
+LSTM_LEARNING_RATE = 0.05
+#: How much the outlier batch scales its images.
+OUTLIER_SCALE = 1e6
 
 
 def digits():
@@ -68,46 +80,48 @@ def digits():
     return x[:1437], y[:1437], x[1437:], y[1437:]
 
 
-def build_cnn(keras, learning_rate):
-    model = keras.Sequential([
-        keras.Input(shape=(8, 8, 1)),
-        keras.layers.Conv2D(16, 3, activation="relu", padding="same", name="conv_1"),
-        keras.layers.Conv2D(32, 3, activation="relu", name="conv_2"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(10, activation="softmax", name="output"),
-    ], name="digits_cnn")
+def _compile(keras, model, learning_rate):
+    # The loss reads the logits (a linear output layer): nothing bounds it, so
+    # a run that diverges shows it as an infinite or NaN loss rather than
+    # settling at chance level behind a saturated softmax.
     model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     return model
+
+
+def build_cnn(keras, learning_rate):
+    """Two 3x3 convolutions (16, 32 filters, leaky ReLU), a linear 10-way output."""
+    return _compile(keras, keras.Sequential([
+        keras.Input(shape=(8, 8, 1)),
+        keras.layers.Conv2D(16, 3, activation="leaky_relu", padding="same", name="conv_1"),
+        keras.layers.Conv2D(32, 3, activation="leaky_relu", name="conv_2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(10, name="output"),
+    ], name="digits_cnn"), learning_rate)
 
 
 def build_mlp(keras, learning_rate):
-    model = keras.Sequential([
+    """Two Dense layers of 64 (leaky ReLU), a linear 10-way output."""
+    return _compile(keras, keras.Sequential([
         keras.Input(shape=(64,)),
-        keras.layers.Dense(64, activation="relu", name="dense_1"),
-        keras.layers.Dense(64, activation="relu", name="dense_2"),
-        keras.layers.Dense(10, activation="softmax", name="output"),
-    ], name="digits_mlp")
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
+        keras.layers.Dense(64, activation="leaky_relu", name="dense_1"),
+        keras.layers.Dense(64, activation="leaky_relu", name="dense_2"),
+        keras.layers.Dense(10, name="output"),
+    ], name="digits_mlp"), learning_rate)
 
 
-def build_lstm(keras, learning_rate):
-    model = keras.Sequential([
-        keras.Input(shape=(8, 8)),
-        keras.layers.LSTM(32, name="lstm"),
-        keras.layers.Dense(10, activation="softmax", name="output"),
-    ], name="digits_lstm")
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
+def build_lstm(keras, learning_rate, activation):
+    """An LSTM of 32 units over LSTM_STEPS timesteps, a linear 10-way output.
 
-
-def warmup(keras, peak, steps):
-    """A linear ramp from 0.05 to ``peak`` over ``steps`` steps, then constant."""
-    return keras.optimizers.schedules.PolynomialDecay(
-        0.05, decay_steps=steps, end_learning_rate=peak, power=1.0)
+    ``activation="relu"`` (a common choice in tutorials) leaves the cell
+    state and the output unbounded: as the recurrent weights grow with
+    training, the recurrence's gain passes 1 and its gradients explode.
+    """
+    return _compile(keras, keras.Sequential([
+        keras.Input(shape=(LSTM_STEPS, 64 // LSTM_STEPS)),
+        keras.layers.LSTM(32, activation=activation, name="lstm"),
+        keras.layers.Dense(10, name="output"),
+    ], name="digits_lstm"), learning_rate)
 
 
 class Fault:
@@ -138,20 +152,22 @@ class Fault:
             if faulty:
                 # The outlier batch replaces one batch in the middle of an epoch halfway through.
                 position = (self.epochs // 2) * per_epoch + per_epoch // 2
-                bad = tf.data.Dataset.from_tensors((x[:BATCH].reshape(-1, 64) * 1000.0, y[:BATCH]))
+                bad = tf.data.Dataset.from_tensors((x[:BATCH].reshape(-1, 64) * OUTLIER_SCALE, y[:BATCH]))
                 stream = stream.take(position).concatenate(bad).concatenate(stream.skip(position + 1))
             history = model.fit(stream, steps_per_epoch=per_epoch, **dict(
                 fit, batch_size=None, shuffle=False, validation_data=(x_val.reshape(-1, 64), y_val)))
         else:
-            model = build_lstm(keras, warmup(keras, 5.0, 2000) if faulty else 0.05)
-            history = model.fit(x, y, **dict(fit, validation_data=(x_val, y_val)))
+            model = build_lstm(keras, LSTM_LEARNING_RATE, "relu" if faulty else "tanh")
+            shape = (-1, LSTM_STEPS, 64 // LSTM_STEPS)
+            history = model.fit(x.reshape(shape), y, **dict(fit, validation_data=(x_val.reshape(shape), y_val)))
         return model, history
 
 
 FAULTS = {
     "lr-jump": Fault("lr-jump", 16, "small CNN, learning rate 0.01 jumps to 3.0 (300x) at mid-training"),
-    "outliers": Fault("outliers", 16, "MLP on a tf.data stream, one batch of inputs x1000 mid-epoch"),
-    "lstm-warmup": Fault("lstm-warmup", 16, "LSTM, learning rate ramping from 0.05 towards 5.0 (100x) over 2,000 steps"),
+    "outliers": Fault("outliers", 16, f"MLP on a tf.data stream, one batch of inputs x{OUTLIER_SCALE:g} mid-epoch"),
+    "lstm-explode": Fault("lstm-explode", 16, "LSTM with relu activation (16 timesteps), constant learning "
+                          "rate: its recurrence's gradients explode as its weights grow"),
 }
 
 
@@ -178,7 +194,9 @@ def run_fault(keras, tf, fault):
             model, history = fault.train(keras, tf, faulty, [monitor] if monitor else [])
         entry = summarize(history)
         entry["seconds"] = time.perf_counter() - started
-        entry["weights_finite"] = bool(all(np.isfinite(w).all() for w in model.get_weights()))
+        weights = model.get_weights()
+        entry["weights_finite"] = bool(all(np.isfinite(w).all() for w in weights))
+        entry["max_abs_weight"] = float(max(np.max(np.abs(w)) for w in weights))
         if monitor is not None:
             entry["recoveries"] = [{key: record[key] for key in (
                 "step", "trigger", "rules", "restored_step", "global_clipnorm", "learning_rate_scale")}
@@ -201,13 +219,16 @@ def healthy_cost(keras, rounds, epochs):
     x, y, _, _ = digits()
     x = x[..., None]
     ratios, cpu_ratios, totals, snapshot = [], [], {"warn": [], "recover": []}, None
+    hook_shares, begin_shares, snapshots_taken = [], [], []
     for round_number in range(rounds):
         models, monitors, times, cpu = {}, {}, {}, {}
+        hooks = {}
         for config in ("warn", "recover"):
             keras.utils.set_random_seed(round_number)
             models[config] = build_cnn(keras, 0.01)
             monitors[config] = GradientMonitor(on_problem=config)
             times[config], cpu[config] = 0.0, 0.0
+            hooks[config] = _time_hooks(monitors[config])
         for epoch in range(epochs):
             order = ("warn", "recover") if (round_number + epoch) % 2 == 0 else ("recover", "warn")
             for config in order:
@@ -221,20 +242,59 @@ def healthy_cost(keras, rounds, epochs):
         assert not monitors["recover"].recoveries, monitors["recover"].recoveries
         ratios.append(times["recover"] / times["warn"])
         cpu_ratios.append(cpu["recover"] / cpu["warn"])
+        # What recovering adds in the monitor's own hooks (snapshots, loss
+        # bookkeeping), as a share of the recover run's CPU time: far steadier
+        # than whole-run ratios on a loaded machine.
+        hook_shares.append((hooks["recover"][0] - hooks["warn"][0]) / cpu["recover"])
+        begin_shares.append((hooks["recover"][2] - hooks["warn"][2]) / cpu["recover"])
+        snapshots_taken.append(hooks["recover"][1])
         for config in totals:
             totals[config].append(times[config])
         snapshot = monitors["recover"].snapshot_bytes
         print(f"  round {round_number + 1}: warn {times['warn']:.2f} s, recover {times['recover']:.2f} s, "
               f"ratio {ratios[-1]:.3f} (CPU {cpu_ratios[-1]:.3f}), measurements "
-              f"{len(monitors['warn'].history)}/{len(monitors['recover'].history)}", flush=True)
+              f"{len(monitors['warn'].history)}/{len(monitors['recover'].history)}; hooks' extra CPU "
+              f"{hook_shares[-1]:.2%} of the run (+{begin_shares[-1]:.2%} at the {epochs} fit() starts), "
+              f"{snapshots_taken[-1]} snapshots", flush=True)
     return {
         "rounds": rounds, "epochs": epochs, "steps": epochs * math.ceil(1437 / BATCH),
         "warn_seconds_median": statistics.median(totals["warn"]),
         "recover_seconds_median": statistics.median(totals["recover"]),
         "paired_wall_ratio_median": statistics.median(ratios),
         "paired_cpu_ratio_median": statistics.median(cpu_ratios),
-        "paired_wall_ratios": ratios, "snapshot_bytes": snapshot,
+        "paired_wall_ratios": ratios, "paired_cpu_ratios": cpu_ratios, "snapshot_bytes": snapshot,
+        "hook_cpu_share_median": statistics.median(hook_shares), "hook_cpu_shares": hook_shares,
+        "fit_start_cpu_share_median": statistics.median(begin_shares), "fit_start_cpu_shares": begin_shares,
+        "snapshots_taken": snapshots_taken,
     }
+
+
+def _time_hooks(monitor):
+    """Count the CPU time spent in ``monitor``'s hooks, and its snapshots.
+
+    Returns a list ``[CPU seconds in the hooks but on_train_begin, snapshots
+    taken, CPU seconds in on_train_begin]`` that fills in as it trains: the
+    snapshot each ``fit`` call takes as it begins is counted apart, since
+    this benchmark calls ``fit`` once per epoch where a training calls it once.
+    """
+    totals = [0.0, 0, 0.0]
+    for name in ("on_train_begin", "on_train_batch_end", "on_epoch_begin", "on_epoch_end", "on_train_end"):
+        hook = getattr(monitor, name)
+
+        def timed(*args, _hook=hook, _slot=2 if name == "on_train_begin" else 0, **kwargs):
+            started = time.process_time()
+            try:
+                return _hook(*args, **kwargs)
+            finally:
+                totals[_slot] += time.process_time() - started
+        setattr(monitor, name, timed)
+    take = getattr(monitor, "_take_snapshot")
+
+    def counted(*args, **kwargs):
+        totals[1] += 1
+        return take(*args, **kwargs)
+    setattr(monitor, "_take_snapshot", counted)
+    return totals
 
 
 def main(argv=None):
@@ -263,9 +323,11 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|")
     for name, result in results["faults"].items():
         fault, recovered, clean = result["fault"], result["recover"], result["clean"]
-        outcome = (f"NaN loss from epoch {fault['first_nonfinite_epoch'] + 1}"
+        outcome = (f"non-finite loss from epoch {fault['first_nonfinite_epoch'] + 1}"
                    if fault["first_nonfinite_epoch"] is not None else
                    f"loss {fault['final_loss']:.3g}, val. acc. {fault['final_val_accuracy']:.3f}")
+        outcome += (f", largest weight {fault['max_abs_weight']:.3g} (fault-free "
+                    f"{clean['max_abs_weight']:.3g})")
         steps = ", ".join(f"{r['step']}: {r['trigger']}" for r in recovered["recoveries"]) or "none"
         print(f"| {name} | {outcome} | {recovered['final_loss']:.3g} | {recovered['final_val_accuracy']:.3f} | "
               f"{clean['final_val_accuracy']:.3f} | {result['val_accuracy_points_vs_clean']:+.1f} | {steps} | "
@@ -273,7 +335,9 @@ def main(argv=None):
     if "healthy_cost" in results:
         cost = results["healthy_cost"]
         print(f"\nHealthy run ({cost['steps']} steps, {cost['rounds']} rounds): recover/warn paired wall ratio "
-              f"{cost['paired_wall_ratio_median']:.3f} (CPU {cost['paired_cpu_ratio_median']:.3f}); warn "
+              f"{cost['paired_wall_ratio_median']:.3f} (CPU {cost['paired_cpu_ratio_median']:.3f}); the hooks' "
+              f"extra CPU time {cost['hook_cpu_share_median']:.2%} of the run, plus "
+              f"{cost['fit_start_cpu_share_median']:.2%} at the fit() calls' starts (medians); warn "
               f"{cost['warn_seconds_median']:.2f} s, recover {cost['recover_seconds_median']:.2f} s; snapshot "
               f"{cost['snapshot_bytes']:,} bytes. Load average {results['load_average_at_start']} at start, "
               f"{results['load_average_at_end']} at end, on {results['cpu_count']} CPUs.")

@@ -24,15 +24,18 @@ two modes, chosen when training begins and shown as ``monitor.mode``:
     steps in ``scripts/bench_callback.py``, against the one trace saved (see
     below).  Once training has run long enough for a trace to fit in
     ``max_overhead`` of it, Keras' own train function is traced and runs the
-    unmeasured steps, so a long training stops paying that cost.  There is no
-    second forward or backward pass of the model (except for recurrent
-    layers: the gradient reaching each timestep of their input is found, on
-    measured steps only, by running that layer once more on its recorded
-    input), and the update is the one Keras makes: training with and without
-    the monitor gives the same weights, bit for bit in the tests.  (One model
-    with batch normalization and dropout, trained on batches of 4, differed
-    in the seventh significant digit of its loss: TensorFlow may fuse kernels
-    differently in the two graphs.)  The
+    unmeasured steps, so a long training stops paying that cost.  Unmeasured
+    steps run no second forward or backward pass.  On measured steps the layer
+    outputs come from a forward pass of their own, on the same batch and
+    weights inside the measuring branch, changing no state (a
+    ``keras.StatelessScope`` drops its batch-norm and dropout-seed updates):
+    reducing the update's own outputs would give TensorFlow's graph rewrites
+    extra consumers to work around, and they then compile the forward pass
+    differently (MobileNetV2's training drifted apart from the last bits on).
+    Recurrent layers also run once more on measured steps, for the gradient
+    reaching each timestep of their input.  The update is the one Keras
+    makes: training with and without the monitor gives the same weights,
+    batch-norm statistics and dropout seeds, bit for bit in the tests.  The
     optimizer's and metrics' variables are created before the first trace, so
     the function is traced once where Keras' own is traced twice.  ``fit``
     builds its train function just before ``on_train_begin``; the monitor

@@ -95,11 +95,36 @@ class _Measurement:
             self.groups = group_variables(self.model, self.keras)
         return self.groups
 
-    def statistics(self, loss, gradients_by_id, before_by_id, tracer, timestep_norms, batch_size,
-                   gradient_scale=None):
-        """One float32 vector holding every statistic of this step (traced)."""
+    def activation_statistics(self, tracer):
+        """``(order, entries, vector)``: every recorded layer output's statistics (traced).
+
+        ``order`` lists the layer paths in call order, ``entries`` the
+        ``(path, name)`` of each number of the float32 ``vector``.
+        """
         from ..loading import activation_name
-        from ..probe import activation_stats, layer_weight_stats
+        from ..probe import activation_stats
+
+        tf = self.tf
+        by_path = {path: layer for path, layer, _ in self.ensure_groups()}
+        entries, values = [], []
+        for path in tracer.order:
+            output = tracer.outputs[path]
+            if not isinstance(output, tf.Tensor) or not output.dtype.is_floating:
+                continue
+            for name, value in activation_stats(tf, output, activation_name(by_path.get(path))).items():
+                entries.append((path, name))
+                values.append(tf.cast(value, "float32"))
+        vector = tf.stack(values) if values else tf.zeros([0], "float32")
+        return list(tracer.order), entries, vector
+
+    def statistics(self, loss, gradients_by_id, before_by_id, tracer, timestep_norms, batch_size,
+                   gradient_scale=None, activations=None):
+        """One float32 vector holding every statistic of this step (traced).
+
+        ``activations``, an :meth:`activation_statistics` result computed
+        elsewhere, takes the place of reducing ``tracer``'s layer outputs here.
+        """
+        from ..probe import layer_weight_stats
 
         tf, layout = self.tf, self.layout
         layout.reset()
@@ -126,17 +151,14 @@ class _Measurement:
         for path, name, value in per_layer:
             layout.add(path, name)
             values.append(value)
-        if tracer is not None:
-            layout.order = list(tracer.order)
-            by_path = {path: layer for path, layer, _ in self.groups}
-            for path in tracer.order:
-                output = tracer.outputs[path]
-                if not isinstance(output, tf.Tensor) or not output.dtype.is_floating:
-                    continue
-                for name, value in activation_stats(tf, output, activation_name(by_path.get(path))).items():
-                    layout.add(path, name)
-                    values.append(value)
+        if activations is None and tracer is not None:
+            activations = self.activation_statistics(tracer)
         vector = [tf.stack([tf.cast(v, "float32") for v in values])]
+        if activations is not None:
+            layout.order, entries, activation_vector = activations
+            for path, name in entries:
+                layout.add(path, name)
+            vector.append(activation_vector)
         for path, norms in timestep_norms:
             vector.append(norms)
             layout.add(path, "timestep_grad_norms", int(norms.shape[0]))

@@ -120,8 +120,9 @@ class _GradientMonitor:
         times that of the recent healthy measurements), and with
         ``"recover"`` also between measurements, every so many steps whose
         batch losses vouch for the weights (below): the gap is fitted so
-        the copies take at most twice ``max_overhead`` of the training time,
-        on top of the measurements' share. A recovery happens when a
+        the copies take at most ``max_overhead`` of the training time, on
+        top of the measurements' share (so a healthy run pays at most about
+        twice ``max_overhead`` for measuring and snapshots together). A recovery happens when a
         finding at ``min_severity`` or above whose rule names clipping or the
         learning rate as a fix appears (other findings, such as vanishing
         gradients or dead units, are warned about), when a batch's loss is
@@ -756,14 +757,14 @@ class _GradientMonitor:
         return self._gap_cache
 
     def _fit_snapshot_gap(self) -> int:
-        """Steps between snapshots taken between measurements: their copies fit in twice ``max_overhead``."""
+        """Steps between snapshots taken between measurements: their copies fit in ``max_overhead``."""
         if not self._snapshot_seconds or not self._step_seconds:
             return 10
         step = float(np.median(self._step_seconds))
         cost = float(np.median(self._snapshot_seconds))
         if step <= 0:
             return _MAX_GAP
-        return int(min(_MAX_GAP, max(1, math.ceil(cost / (2 * self.max_overhead * step)))))
+        return int(min(_MAX_GAP, max(1, math.ceil(cost / (self.max_overhead * step)))))
 
     def _snapshot_due(self, step: int) -> bool:
         """Whether to take a snapshot now, between measurements, vouched for by the batch losses."""

@@ -64,6 +64,64 @@ class _LiveTrainStep(_Measurement):
         if self.model.train_function is self.function:
             self.model.train_function = self.original
 
+    def forward_and_gradients(self, x, y, sample_weight, batch_size, trainable_weights):
+        """Keras' forward pass, loss and backward pass for one batch (traced).
+
+        The one place the monitored step differs from Keras' own in what it
+        asks of the model: the forward pass is walked layer by layer (to keep
+        each layer's output) and, for each recurrent layer, the gradient
+        reaching its output is asked for in the same backward pass (it is
+        computed anyway, so it costs nothing).
+
+        Returns:
+            ``(y_pred, unscaled_loss, gradients, tracer, recurrent, output_gradients)``:
+            ``gradients`` lines up with ``trainable_weights`` (empty if none),
+            ``recurrent`` is :func:`_timed_recurrent_calls` of the tracer and
+            ``output_gradients`` holds, per recurrent call, the gradients
+            reaching its outputs.
+        """
+        tf, keras, model = self.tf, self.keras, self.model
+        with tf.GradientTape() as tape:
+            y_pred, tracer = self.forward(x)
+            loss = _compat.compute_loss(model, x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            _compat.loss_tracker(model).update_state(_compat.unscale_loss_for_distribution(loss),
+                                                     sample_weight=batch_size)
+            unscaled_loss = loss
+            if model.optimizer is not None:
+                loss = model.optimizer.scale_loss(loss)
+        if not trainable_weights:
+            return y_pred, unscaled_loss, [], tracer, [], []
+        recurrent = _timed_recurrent_calls(tracer)
+        outputs = [keras.tree.flatten(tracer.outputs[path]) for path, _ in recurrent]
+        all_gradients = tape.gradient(loss, trainable_weights + [o for group in outputs for o in group])
+        gradients = all_gradients[:len(trainable_weights)]
+        output_gradients, offset = [], len(trainable_weights)
+        for group in outputs:
+            output_gradients.append(all_gradients[offset:offset + len(group)])
+            offset += len(group)
+        return y_pred, unscaled_loss, gradients, tracer, recurrent, output_gradients
+
+    def layer_output_statistics(self, x):
+        """Each layer output's statistics from a forward pass of its own, changing no state (traced).
+
+        Why not reduce the outputs of the update's own forward pass: a tensor
+        read by the measuring cond has one more consumer, and TensorFlow's
+        graph rewrites (kernel fusion, oneDNN layouts) then compile the
+        forward pass differently, so the update differs in the last bits and
+        training drifts apart (MobileNetV2 did). This pass runs on measured
+        steps only, inside the measuring branch, on the weights from before
+        the update and in training mode (batch statistics, dropout); in a
+        ``keras.StatelessScope`` its state updates (batch-norm moving
+        statistics, the dropout seed generators) are collected and dropped,
+        so the training that follows sees no trace of it. Its dropout masks
+        are drawn from the seed state after the update's own draw, so they
+        differ from the update's masks (same rate, same distribution).
+        """
+        keras = self.keras
+        with keras.StatelessScope():
+            _, tracer = self.forward(x)
+        return self.activation_statistics(tracer)
+
     def train_step(self, data):
         """Keras' TensorFlow train step, plus every statistic on measured steps (traced).
 
@@ -75,33 +133,19 @@ class _LiveTrainStep(_Measurement):
         tf, keras, model = self.tf, self.keras, self.model
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch_size = tf.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
-        with tf.GradientTape() as tape:
-            y_pred, tracer = self.forward(x)
-            loss = _compat.compute_loss(model, x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            _compat.loss_tracker(model).update_state(_compat.unscale_loss_for_distribution(loss),
-                                                     sample_weight=batch_size)
-            unscaled_loss = loss
-            if model.optimizer is not None:
-                loss = model.optimizer.scale_loss(loss)
         logs_extra = {}
         if model.trainable_weights:
             trainable_weights = list(model.trainable_weights)
-            recurrent = _timed_recurrent_calls(tracer)
-            # The gradient reaching each recurrent layer's output is part of
-            # the backward pass anyway; asking for it costs nothing.
-            outputs = [keras.tree.flatten(tracer.outputs[path]) for path, _ in recurrent]
-            all_gradients = tape.gradient(loss, trainable_weights + [o for group in outputs for o in group])
-            gradients = all_gradients[:len(trainable_weights)]
-            output_gradients, offset = [], len(trainable_weights)
-            for group in outputs:
-                output_gradients.append(all_gradients[offset:offset + len(group)])
-                offset += len(group)
+            y_pred, unscaled_loss, gradients, tracer, recurrent, output_gradients = \
+                self.forward_and_gradients(x, y, sample_weight, batch_size, trainable_weights)
             self.ensure_groups()
             measuring = self.measuring
             scale = _loss_scale(model.optimizer)
 
             sizes = [int(np.prod(v.shape)) for v in trainable_weights]
             lengths = [int(call[1][0].shape[1]) for _, call in recurrent]
+
+            activations = []  # the layout of the layer outputs' statistics, set while tracing
 
             def measured():
                 # A copy of the weights from before the update, taken on
@@ -110,10 +154,14 @@ class _LiveTrainStep(_Measurement):
                 weights = tf.concat([tf.reshape(tf.cast(v, "float32"), [-1]) for v in trainable_weights], 0)
                 norms = [_recurrent_timestep_norms(tf, call, grads, scale)
                          for (_, call), grads in zip(recurrent, output_gradients)]
+                if tracer is not None:
+                    order, entries, vector = self.layer_output_statistics(x)
+                    activations[:] = [(order, entries, int(vector.shape[0]))]
+                    norms.append(vector)
                 return weights, tf.concat(norms, 0) if norms else tf.zeros([0])
 
             def unmeasured():
-                return tf.zeros([0]), tf.zeros([sum(lengths)])
+                return tf.zeros([0]), tf.zeros([sum(lengths) + sum(a[2] for a in activations)])
 
             packed, packed_norms = _cond(tf, measuring, measured, unmeasured)
             model.optimizer.apply_gradients(zip(gradients, trainable_weights))
@@ -122,14 +170,19 @@ class _LiveTrainStep(_Measurement):
                 before = {id(v): tf.reshape(part, v.shape) for v, part in
                           zip(trainable_weights, tf.split(packed, sizes))}
                 timesteps = list(zip([path for path, _ in recurrent],
-                                     tf.split(packed_norms, lengths) if lengths else []))
+                                     tf.split(packed_norms[:sum(lengths)], lengths) if lengths else []))
+                outputs = None
+                if activations:
+                    order, entries, _ = activations[0]
+                    outputs = (order, entries, packed_norms[sum(lengths):])
                 return self.statistics(
-                    unscaled_loss, {id(v): g for v, g in zip(trainable_weights, gradients)}, before, tracer,
-                    timesteps, batch_size, gradient_scale=scale)
+                    unscaled_loss, {id(v): g for v, g in zip(trainable_weights, gradients)}, before, None,
+                    timesteps, batch_size, gradient_scale=scale, activations=outputs)
 
             logs_extra[_LOG_KEY] = _cond(tf, measuring, statistics, lambda: tf.zeros([0], "float32"))
         else:
             warnings.warn("The model does not have any trainable weights.")
+            y_pred = self.forward_and_gradients(x, y, sample_weight, batch_size, [])[0]
         logs = dict(model.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
         logs.update(logs_extra)
         return logs
