@@ -63,6 +63,7 @@ def check_repair(name: str, model, x, y, *, batch_size: int, workdir: str, class
 
     path = os.path.join(workdir, f"{name}-fixed.keras")
     options = {"steps": 30, "batch_size": batch_size, "seed": 0}
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     diagnosis = diagnose(model, x, y, search=True, search_options={"save_fixed": path, "force": True}, **options)
     seconds = time.perf_counter() - started
@@ -85,6 +86,8 @@ def check_repair(name: str, model, x, y, *, batch_size: int, workdir: str, class
         "chance_loss": chance, "confirm_steps": confirmation.get("steps"),
         "budget": recommendation.get("budget"), "reported_fixed_status": recommendation.get("fixed_status"),
         "rediagnosis": None, "seconds": round(seconds, 1),
+        # The machine may be shared: the 1-minute load average before and after the run.
+        "load": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "trials": [{k: t.get(k) for k in ("rank", "status", "val_loss", "learns", "stopped", "seconds")}
                    | {"setup": t.get("values")} for t in recommendation.get("trials") or []],
     }

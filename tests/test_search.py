@@ -280,3 +280,30 @@ def test_new_dimensions_are_applied(long_rnn_case, keras_module):
     assert isinstance(gru.get_layer("rnn"), keras.layers.GRU)
     history = gru.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_layers_kept_as_they_are_are_named_in_every_output(keras_module, tmp_path):
+    keras = keras_module
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16,))
+    x = inputs
+    for i in range(6):
+        x = keras.layers.Dense(16, activation="sigmoid", name=f"d{i}")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="out")(x)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("d2").trainable = False
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(200, 16)).astype("float32")
+    labels = np.argmax(data[:, :3], 1).astype("int32")
+    diagnosis = diagnose(model, data, labels, steps=6, search=True,
+                         search_options={"max_trials": 1, "trial_steps": 8})
+    recommendation = diagnosis.recommendation
+    kept = recommendation["skipped"]
+    assert [entry["layer"] for entry in kept] == ["d2"] and "frozen" in kept[0]["reason"]
+    said = f"kept as it is: layer d2 ({kept[0]['reason']})"
+    assert said in recommendation["reason"]
+    assert said in " ".join(diagnosis.to_text().split())
+    assert '"skipped"' in diagnosis.to_json() and said in diagnosis.to_json()
+    diagnosis.save_html(tmp_path / "report.html")
+    assert "kept as it is: layer d2" in (tmp_path / "report.html").read_text()
