@@ -218,8 +218,12 @@ def sabotaged_entries():
         return model, x, y, 32
 
     def transformer_high_lr():
-        data = zoo.tokens_first(40, vocab=24, num_samples=1024, seed=0)
-        model = transformer(keras, 24, 40, 4)
+        # Labelled by whether a marker token occurs anywhere, as the docs' model labels
+        # reviews by the words they hold.  (The first-token task measured before is one
+        # this model does not learn even unsabotaged: at Adam 1e-3 its held-out loss
+        # rises from chance over 240 steps, so no repair could show on it.)
+        data = zoo.tokens_contains(40, vocab=24, num_samples=1024, seed=0)
+        model = transformer(keras, 24, 40, 2)
         model.compile(keras.optimizers.SGD(50.0), "sparse_categorical_crossentropy", metrics=["accuracy"])
         return model, data.x_train, data.y_train, 32
 
@@ -238,7 +242,7 @@ def sabotaged_entries():
                                       "momentum 0.9, digits upscaled", mobilenet_sigmoid),
         "mobilenet-sgd-lr50": ("MobileNetV2 32x32, SGD at learning rate 50, digits upscaled", mobilenet_high_lr),
         "transformer-sgd-lr50": ("docs-style Transformer (embedding + positions, one block, `+` operations), "
-                                 "SGD at learning rate 50, first-token task of 40 tokens", transformer_high_lr),
+                                 "SGD at learning rate 50, marker-token task of 40 tokens", transformer_high_lr),
         "simplernn-120-sgd": ("SimpleRNN(16), N(0, 0.05) recurrent weights, 120 timesteps recall-first, SGD 0.05",
                               simple_rnn_long),
     }

@@ -307,3 +307,30 @@ def test_layers_kept_as_they_are_are_named_in_every_output(keras_module, tmp_pat
     assert '"skipped"' in diagnosis.to_json() and said in diagnosis.to_json()
     diagnosis.save_html(tmp_path / "report.html")
     assert "kept as it is: layer d2" in (tmp_path / "report.html").read_text()
+
+
+def test_held_out_loss_reads_batchnorm_statistics_of_the_training_data(keras_module):
+    from gradadvisor.loading import Data
+    from gradadvisor.search import held_out
+    from gradadvisor.search.data import recalibrate_batch_norm
+
+    keras = keras_module
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(momentum=0.999, name="bn"),
+                              keras.layers.Dense(2, activation="softmax", name="out")])
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(300, 4)) * 5.0 + 10.0).astype("float32")
+    train, val = Data([x[:256]], np.zeros(256, "int32"), "test"), Data([x[256:]], np.zeros(44, "int32"), "test")
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    assert recalibrate_batch_norm(model, train)
+    bn = model.get_layer("bn")
+    # The average of the two 128-sample batches' statistics.
+    batches = x[:256].reshape(2, 128, 4)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), batches.mean(1).mean(0), rtol=1e-4)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), batches.var(1).mean(0), rtol=1e-3)
+    assert bn.momentum == 0.999
+    weights = [w.copy() for w in model.get_layer("out").get_weights()]
+    held_out(model, loss_fn, val, "sparse", calibration=train)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_layer("out").get_weights()))
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="out")])
+    assert not recalibrate_batch_norm(plain, train)

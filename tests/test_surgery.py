@@ -791,3 +791,31 @@ def test_a_change_that_fails_to_build_is_dropped_and_the_rest_is_rewritten(keras
     assert _classes(result.model).count("PReLU") == 1
     x = [np.ones((2, 5, 4), "float32"), np.ones((2, 4), "float32")]
     assert np.isfinite(result.model.train_on_batch(x, np.zeros((2, 1), "float32")))
+
+
+def test_bidirectional_direction_wraps_recurrent_layers_under_their_names(keras_module):
+    keras = keras_module
+    inputs = keras.Input((6, 2))
+    sequence = keras.layers.SimpleRNN(4, return_sequences=True, name="first")(inputs)
+    last = keras.layers.LSTM(3, name="second")(sequence)
+    stateful = keras.layers.GRU(3, return_state=True, name="with_state")(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax", name="out")(
+        keras.layers.Concatenate(name="join")([last, stateful[0]]))
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    from gradadvisor.surgery import rewrite
+
+    with pytest.warns(UserWarning, match="'out' has weights of other shapes"):
+        result = rewrite(model, Setup(cell="gru", direction="bidirectional"))
+    new = result.model
+    first, second = new.get_layer("first"), new.get_layer("second")
+    assert type(first).__name__ == type(second).__name__ == "Bidirectional"
+    assert (type(first.forward_layer).__name__, type(second.forward_layer).__name__) == ("GRU", "LSTM")
+    assert first.forward_layer.return_sequences and not second.forward_layer.return_sequences
+    # A layer returning its states keeps its direction (Bidirectional would return twice the states).
+    assert type(new.get_layer("with_state")).__name__ == "GRU"
+    assert {(entry["layer"], entry["to"]) for entry in result.changes if entry["change"] == "direction"} == {
+        ("first", "bidirectional"), ("second", "bidirectional")}
+    x = np.random.default_rng(0).normal(size=(4, 6, 2)).astype("float32")
+    assert np.isfinite(new.train_on_batch(x, np.array([0, 1, 0, 1])))
+    assert "layers.Bidirectional(layers.GRU(" in snippet(Setup(cell="gru", direction="bidirectional"), model=model)
