@@ -64,9 +64,11 @@ def check_repair(name: str, model, x, y, *, batch_size: int, workdir: str, class
     path = os.path.join(workdir, f"{name}-fixed.keras")
     options = {"steps": 30, "batch_size": batch_size, "seed": 0}
     load_before = os.getloadavg()[0]
+    cpu_before = time.process_time()
     started = time.perf_counter()
     diagnosis = diagnose(model, x, y, search=True, search_options={"save_fixed": path, "force": True}, **options)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_before
     recommendation = diagnosis.recommendation or {}
     confirmation = recommendation.get("confirmation") or {}
     tried = confirmation.get("recommended") or {}
@@ -88,6 +90,9 @@ def check_repair(name: str, model, x, y, *, batch_size: int, workdir: str, class
         "rediagnosis": None, "seconds": round(seconds, 1),
         # The machine may be shared: the 1-minute load average before and after the run.
         "load": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+        # CPU time of this process (all its threads) over the same span: on a busy
+        # machine it says how much work the run was, which wall time cannot.
+        "cpu_seconds": round(cpu_seconds, 1),
         "trials": [{k: t.get(k) for k in ("rank", "status", "val_loss", "learns", "stopped", "seconds")}
                    | {"setup": t.get("values")} for t in recommendation.get("trials") or []],
     }

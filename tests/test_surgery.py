@@ -819,3 +819,16 @@ def test_bidirectional_direction_wraps_recurrent_layers_under_their_names(keras_
     x = np.random.default_rng(0).normal(size=(4, 6, 2)).astype("float32")
     assert np.isfinite(new.train_on_batch(x, np.array([0, 1, 0, 1])))
     assert "layers.Bidirectional(layers.GRU(" in snippet(Setup(cell="gru", direction="bidirectional"), model=model)
+
+
+def test_batchnorm_goes_in_where_an_identity_stands_between_layer_and_activation(keras_module):
+    keras = keras_module
+    # The shape of a model whose BatchNormalization layers were replaced by Identity.
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="d"), keras.layers.Identity(name="gone_bn"),
+                              keras.layers.Activation("sigmoid", name="act"), keras.layers.Dense(2, name="out")])
+    before = describe_changes(model, Setup(normalization="batchnorm_before"))
+    after = describe_changes(model, Setup(normalization="batchnorm_after"))
+    assert [(e["layer"], e["change"]) for e in before] == [("d", "insert_after")]
+    assert [(e["layer"], e["change"]) for e in after] == [("act", "insert_after")]
+    assert [layer.name for layer in apply_setup(model, Setup(normalization="batchnorm_before")).layers] == [
+        "d", "d_bn", "gone_bn", "act", "out"]
