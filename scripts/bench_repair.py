@@ -290,14 +290,16 @@ def markdown(rows: list) -> str:
         lines += [f"Zoo: {repaired}/{len(zoo_rows_)} faulty entries repaired "
                   f"(median search {statistics.median(seconds):.0f} s, max {max(seconds):.0f} s).", "",
                   "| entry | label | found | recommended | trains | beats original | saved model | "
-                  "start -> end held-out loss (chance) | s | setup or reason |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "start -> end held-out loss (chance) | s | CPU s | load | setup or reason |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in zoo_rows_:
             lines.append(_row(r, r.get("label")))
     sab = [r for r in rows if r.get("kind") == "sabotaged"]
     if sab:
         lines += ["", f"Sabotaged graphs: {sum(r['repaired'] for r in sab)}/{len(sab)} repaired.", "",
                   "| model | params | found | recommended | trains | beats original | saved model | "
-                  "start -> end held-out loss (chance) | s | setup or reason |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "start -> end held-out loss (chance) | s | CPU s | load | setup or reason |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sab:
             lines.append(_row(r, r.get("num_params")))
     return "\n".join(lines) + "\n"
@@ -305,12 +307,17 @@ def markdown(rows: list) -> str:
 
 def _row(r: dict, second) -> str:
     if "error" in r:
-        return f"| {r['name']} | {second or '—'} | error | | | | | | | {r['error'][:160]} |"
+        return f"| {r['name']} | {second or '—'} | error | | | | | | | | | {r['error'][:160]} |"
     mark = "✓" if r["repaired"] else "✗"
     text = r["setup"] if r["recommended"] else (r.get("reason") or "")[:160]
     return (f"| {r['name']} {mark} | {second} | {r['found']} | {r['recommended']} | {r['trains']} | "
             f"{r['beats_original']} | {r['rediagnosis'] or '—'} | {_loss(r['start_val_loss'])} -> "
-            f"{_loss(r['val_loss'])} ({_loss(r['chance_loss'])}) | {r['seconds']} | {text} |")
+            f"{_loss(r['val_loss'])} ({_loss(r['chance_loss'])}) | {r['seconds']} | {r.get('cpu_seconds', '—')} | "
+            f"{_load(r.get('load'))} | {text} |")
+
+
+def _load(load) -> str:
+    return "—" if not load else f"{load[0]:g}-{load[1]:g}"
 
 
 def main():
