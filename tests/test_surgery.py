@@ -86,7 +86,7 @@ def test_setup_rejects_bad_values_with_whole_messages():
     assert str(error.value) == (
         "The setup has an unknown field 'activaton'; the fields are initializer, activation, "
         "normalization, clipping, clip_threshold, learning_rate_scale, recurrence, cell, forget_bias, "
-        "recurrent_initializer, optimizer, optimizer_learning_rate, warmup_steps, output. Remove it or correct its spelling.")
+        "direction, recurrent_initializer, optimizer, optimizer_learning_rate, warmup_steps, output. Remove it or correct its spelling.")
 
 
 def test_selu_picks_lecun_normal_unless_an_initializer_is_given(keras_module):
