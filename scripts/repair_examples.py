@@ -43,14 +43,16 @@ def main():
             row = check_repair(name, model, x, y, batch_size=32, workdir=folder)
             rows.append(row)
             print(json.dumps({k: row[k] for k in ("name", "repaired", "seconds", "setup")}), flush=True)
-    print("\n| example | found | s | recommended | trains | beats original | saved model re-diagnosed | "
+    print("\n| example | found | s | CPU s | load | recommended | trains | beats original | saved model re-diagnosed | "
           "held-out loss start -> end (chance) | setup or reason |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         def loss(value):
             return "—" if value is None else f"{float(value):.3f}"
         text = row["setup"] if row["recommended"] else (row.get("reason") or "")[:140]
-        print(f"| {row['name']} | {row['found']} | {row['seconds']} | {row['recommended']} | {row['trains']} | "
+        load = row.get("load") or ["—", "—"]
+        print(f"| {row['name']} | {row['found']} | {row['seconds']} | {row.get('cpu_seconds', '—')} | "
+              f"{load[0]}-{load[1]} | {row['recommended']} | {row['trains']} | "
               f"{row['beats_original']} | {row['rediagnosis'] or '—'} | {loss(row['start_val_loss'])} -> "
               f"{loss(row['val_loss'])} ({loss(row['chance_loss'])}) | {text} |")
     repaired = [row["seconds"] for row in rows if row["repaired"]]

@@ -302,3 +302,57 @@ def test_new_dimensions_are_applied(long_rnn_case, keras_module):
     assert isinstance(gru.get_layer("rnn"), keras.layers.GRU)
     history = gru.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_layers_kept_as_they_are_are_named_in_every_output(keras_module, tmp_path):
+    keras = keras_module
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16,))
+    x = inputs
+    for i in range(6):
+        x = keras.layers.Dense(16, activation="sigmoid", name=f"d{i}")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="out")(x)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("d2").trainable = False
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(200, 16)).astype("float32")
+    labels = np.argmax(data[:, :3], 1).astype("int32")
+    diagnosis = diagnose(model, data, labels, steps=6, search=True,
+                         search_options={"max_trials": 1, "trial_steps": 8})
+    recommendation = diagnosis.recommendation
+    kept = recommendation["skipped"]
+    assert [entry["layer"] for entry in kept] == ["d2"] and "frozen" in kept[0]["reason"]
+    said = f"kept as it is: layer d2 ({kept[0]['reason']})"
+    assert said in recommendation["reason"]
+    assert said in " ".join(diagnosis.to_text().split())
+    assert '"skipped"' in diagnosis.to_json() and said in diagnosis.to_json()
+    diagnosis.save_html(tmp_path / "report.html")
+    assert "kept as it is: layer d2" in (tmp_path / "report.html").read_text()
+
+
+def test_held_out_loss_reads_batchnorm_statistics_of_the_training_data(keras_module):
+    from gradadvisor.loading import Data
+    from gradadvisor.search import held_out
+    from gradadvisor.search.data import recalibrate_batch_norm
+
+    keras = keras_module
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(momentum=0.999, name="bn"),
+                              keras.layers.Dense(2, activation="softmax", name="out")])
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(300, 4)) * 5.0 + 10.0).astype("float32")
+    train, val = Data([x[:256]], np.zeros(256, "int32"), "test"), Data([x[256:]], np.zeros(44, "int32"), "test")
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    assert recalibrate_batch_norm(model, train)
+    bn = model.get_layer("bn")
+    # The average of the two 128-sample batches' statistics.
+    batches = x[:256].reshape(2, 128, 4)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), batches.mean(1).mean(0), rtol=1e-4)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), batches.var(1).mean(0), rtol=1e-3)
+    assert bn.momentum == 0.999
+    weights = [w.copy() for w in model.get_layer("out").get_weights()]
+    held_out(model, loss_fn, val, "sparse", calibration=train)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_layer("out").get_weights()))
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="out")])
+    assert not recalibrate_batch_norm(plain, train)

@@ -86,7 +86,7 @@ def test_setup_rejects_bad_values_with_whole_messages():
     assert str(error.value) == (
         "The setup has an unknown field 'activaton'; the fields are initializer, activation, "
         "normalization, clipping, clip_threshold, learning_rate_scale, recurrence, cell, forget_bias, "
-        "recurrent_initializer, optimizer, optimizer_learning_rate, warmup_steps, output. Remove it or correct its spelling.")
+        "direction, recurrent_initializer, optimizer, optimizer_learning_rate, warmup_steps, output. Remove it or correct its spelling.")
 
 
 def test_selu_picks_lecun_normal_unless_an_initializer_is_given(keras_module):
@@ -791,3 +791,44 @@ def test_a_change_that_fails_to_build_is_dropped_and_the_rest_is_rewritten(keras
     assert _classes(result.model).count("PReLU") == 1
     x = [np.ones((2, 5, 4), "float32"), np.ones((2, 4), "float32")]
     assert np.isfinite(result.model.train_on_batch(x, np.zeros((2, 1), "float32")))
+
+
+def test_bidirectional_direction_wraps_recurrent_layers_under_their_names(keras_module):
+    keras = keras_module
+    inputs = keras.Input((6, 2))
+    sequence = keras.layers.SimpleRNN(4, return_sequences=True, name="first")(inputs)
+    last = keras.layers.LSTM(3, name="second")(sequence)
+    stateful = keras.layers.GRU(3, return_state=True, name="with_state")(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax", name="out")(
+        keras.layers.Concatenate(name="join")([last, stateful[0]]))
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    from gradadvisor.surgery import rewrite
+
+    with pytest.warns(UserWarning, match="'out' has weights of other shapes"):
+        result = rewrite(model, Setup(cell="gru", direction="bidirectional"))
+    new = result.model
+    first, second = new.get_layer("first"), new.get_layer("second")
+    assert type(first).__name__ == type(second).__name__ == "Bidirectional"
+    assert (type(first.forward_layer).__name__, type(second.forward_layer).__name__) == ("GRU", "LSTM")
+    assert first.forward_layer.return_sequences and not second.forward_layer.return_sequences
+    # A layer returning its states keeps its direction (Bidirectional would return twice the states).
+    assert type(new.get_layer("with_state")).__name__ == "GRU"
+    assert {(entry["layer"], entry["to"]) for entry in result.changes if entry["change"] == "direction"} == {
+        ("first", "bidirectional"), ("second", "bidirectional")}
+    x = np.random.default_rng(0).normal(size=(4, 6, 2)).astype("float32")
+    assert np.isfinite(new.train_on_batch(x, np.array([0, 1, 0, 1])))
+    assert "layers.Bidirectional(layers.GRU(" in snippet(Setup(cell="gru", direction="bidirectional"), model=model)
+
+
+def test_batchnorm_goes_in_where_an_identity_stands_between_layer_and_activation(keras_module):
+    keras = keras_module
+    # The shape of a model whose BatchNormalization layers were replaced by Identity.
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="d"), keras.layers.Identity(name="gone_bn"),
+                              keras.layers.Activation("sigmoid", name="act"), keras.layers.Dense(2, name="out")])
+    before = describe_changes(model, Setup(normalization="batchnorm_before"))
+    after = describe_changes(model, Setup(normalization="batchnorm_after"))
+    assert [(e["layer"], e["change"]) for e in before] == [("d", "insert_after")]
+    assert [(e["layer"], e["change"]) for e in after] == [("act", "insert_after")]
+    assert [layer.name for layer in apply_setup(model, Setup(normalization="batchnorm_before")).layers] == [
+        "d", "d_bn", "gone_bn", "act", "out"]

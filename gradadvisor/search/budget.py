@@ -12,6 +12,11 @@ its budget from two facts it already has:
   than :data:`MIN_TRIAL_STEPS` steps) so that at least
   :data:`MIN_TRIALS` of them fit.
 
+When neither trial steps nor a time budget is given, the search also starts no new trial once one has
+learned (held-out loss at most 0.9x its start and chance) with a healthy
+probe: the textbook remedies come first, so a repair found by the first
+trials is confirmed at once instead of spending the rest of the budget.
+
 A search of the default budget then ends, confirmation included, within about
 a minute on a small model and five minutes on a MobileNetV2-size one (2 CPU
 cores); ``benchmarks/repair.md`` has the measurements.
@@ -71,6 +76,8 @@ def size_budget(model, probe, *, max_trials: int, trial_steps: int | None, confi
         "sized"}``; ``sized`` lists sentences saying what was sized from what.
     """
     sized = []
+    # Left wholly to itself (no steps or time given), the budget may end the search early.
+    untouched = trial_steps is None and time_budget is None and not distributed
     step_seconds = None
     if probe is not None and getattr(probe, "num_steps", 0):
         step_seconds = float(probe.seconds) / max(int(probe.num_steps), 1)
@@ -89,9 +96,13 @@ def size_budget(model, probe, *, max_trials: int, trial_steps: int | None, confi
     if automatic:
         time_budget = round(_trial_seconds(step_seconds), 1)
         sized.append(f"new trials stop after {time_budget:g} s (measured {step_seconds:.2g} s per probe step)")
+    stop_when_learned = automatic and untouched
+    if stop_when_learned:
+        sized.append("no new trial after the first that learns with a healthy probe")
     return {"max_trials": max_trials, "trial_steps": int(trial_steps),
             "confirm_steps": int(confirm_steps or 2 * trial_steps), "time_budget": time_budget,
-            "tuner": tuner, "sized": sized, "automatic_time_budget": automatic}
+            "tuner": tuner, "sized": sized, "automatic_time_budget": automatic,
+            "stop_when_learned": stop_when_learned}
 
 
 def resize_time_budget(budget: dict, plain_step_seconds: float | None) -> bool:

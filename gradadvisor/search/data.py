@@ -51,9 +51,58 @@ def _materialise(data: Data, model, limit: int = 4096) -> Data:
     return Data(x, np.concatenate(ys)[:limit], data.source)
 
 
-def held_out(model, loss_fn, data: Data, kind: str) -> tuple:
-    """``(loss, accuracy or None)`` of ``model`` on held-out data, in inference mode."""
+#: Training samples (at most) whose batch statistics become BatchNormalization's
+#: moving statistics before a held-out measurement, in batches of this size.
+CALIBRATION_SAMPLES = 512
+CALIBRATION_BATCH = 128
+
+
+def recalibrate_batch_norm(model, data: Data) -> bool:
+    """Set every BatchNormalization layer's moving statistics to the average of
+    its batch statistics over up to :data:`CALIBRATION_SAMPLES` training samples.
+
+    A run of a few dozen steps leaves moving averages (momentum 0.99, 0.999 in
+    keras.applications' MobileNetV2) almost at their initial values, so
+    inference-mode predictions would not show what the trained weights do: a
+    model whose training loss fell from 2.3 to 0.8 in 80 steps still scored
+    chance on held-out data.  Re-estimating the statistics first, as precise
+    BatchNorm does (Wu and Johnson, "Rethinking 'Batch' in BatchNorm", 2021),
+    measures the weights instead.  Weights are unchanged; only the moving
+    statistics of ``model`` (a working copy) are replaced.
+
+    Returns:
+        Whether the model had BatchNormalization layers.
+    """
+    from ..probe import leaf_layers
+
+    tf, keras = import_keras()
+    layers = [layer for _, layer in leaf_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        return False
+    momenta = [layer.momentum for layer in layers]
+    count = min(data.num_samples, CALIBRATION_SAMPLES)
+    try:
+        for index, start in enumerate(range(0, count, CALIBRATION_BATCH)):
+            # A running mean over batches: the k-th batch gets weight 1/k.
+            for layer in layers:
+                layer.momentum = index / (index + 1)
+            batch = [tf.convert_to_tensor(a[start:min(start + CALIBRATION_BATCH, count)]) for a in data.x]
+            model(batch[0] if len(batch) == 1 else batch, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return True
+
+
+def held_out(model, loss_fn, data: Data, kind: str, calibration: Data | None = None) -> tuple:
+    """``(loss, accuracy or None)`` of ``model`` on held-out data, in inference mode.
+
+    With ``calibration`` (training data), BatchNormalization statistics are
+    re-estimated on it first (see :func:`recalibrate_batch_norm`).
+    """
     tf, _ = import_keras()
+    if calibration is not None:
+        recalibrate_batch_norm(model, calibration)
     predictions = []
     for start in range(0, data.num_samples, 512):
         batch = [tf.convert_to_tensor(a[start:start + 512]) for a in data.x]

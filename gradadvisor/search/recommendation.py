@@ -52,6 +52,9 @@ class Recommendation:
         fixed_status: The diagnosis status of the fixed model, re-probed from
             its fresh weights (None when nothing was recommended).
         fixed_findings: The rules that fired on that re-probe.
+        skipped: Layers the setup would change but that surgery kept as they
+            are, each ``{"layer": path, "reason": text}`` (see
+            :attr:`gradadvisor.surgery.Rewrite.skipped`); ``reason`` names them too.
         budget: The budget and the time used (``search_seconds``: the
             trials alone).
         interrupted: True when the search was stopped by Ctrl-C.
@@ -79,6 +82,7 @@ class Recommendation:
     fixed_model_path: str | None = None
     fixed_status: str | None = None
     fixed_findings: list | None = None
+    skipped: list = dataclasses.field(default_factory=list)
     budget: dict = dataclasses.field(default_factory=dict)
     interrupted: bool = False
     distributed: dict | None = None
@@ -93,7 +97,7 @@ class Recommendation:
             "dimensions": [d.to_dict() for d in self.dimensions], "trials": self.trials,
             "changes": self.changes, "snippet": self.snippet, "confirmation": self.confirmation,
             "fixed_model_path": self.fixed_model_path, "fixed_status": self.fixed_status,
-            "fixed_findings": self.fixed_findings,
+            "fixed_findings": self.fixed_findings, "skipped": self.skipped,
             "budget": self.budget, "interrupted": self.interrupted, "distributed": self.distributed,
         })
 
@@ -242,18 +246,20 @@ def run_recommendation(model, data, y, plan, *, diagnosis=None, progress: Callab
     if not ranked:
         return Recommendation(False, "The search was stopped before any trial finished.", None, changes=[],
                               snippet="", confirmation=None, **dict(partial, trials=[]))
-    from ..surgery import describe_changes, snippet
+    from ..surgery import describe_changes, kept_layers, snippet
 
     best = ranked[0]
     setup = setup_from_values(best.values)
     changes, code = describe_changes(request.model, setup), snippet(setup, model=request.model)
     if interrupted:
+        skipped = kept_layers(request.model, setup)
         return Recommendation(False, f"The search was interrupted after {len(trials)} trial(s); the best so "
                               f"far is {setup.describe()} ({best.status}, held-out loss "
                               f"{best.val_loss if best.val_loss is None else round(best.val_loss, 4)}), "
-                              "not confirmed by a comparison run.", setup, changes=changes, snippet=code,
-                              confirmation=None, **partial)
-    recommended, reason, confirmation, fixed_copy = _confirm(request, setup)
+                              "not confirmed by a comparison run." + _kept_text(skipped), setup,
+                              changes=changes, snippet=code, confirmation=None, skipped=skipped, **partial)
+    recommended, reason, confirmation, fixed_copy, skipped = _confirm(request, setup)
+    reason += _kept_text(skipped)
     path, fixed_status, fixed_findings = None, None, None
     if recommended:
         path, fixed_status, fixed_findings = _save(request, fixed_copy)
@@ -261,7 +267,8 @@ def run_recommendation(model, data, y, plan, *, diagnosis=None, progress: Callab
     budget["seconds_used"] = round(time.perf_counter() - request.started, 2)
     return Recommendation(recommended, reason, setup, changes=changes, snippet=code, confirmation=confirmation,
                           fixed_model=fixed_copy if recommended else None, fixed_model_path=path,
-                          fixed_status=fixed_status, fixed_findings=fixed_findings, **partial)
+                          fixed_status=fixed_status, fixed_findings=fixed_findings, skipped=skipped,
+                          **partial)
 
 
 def _prepare(model, data, y, plan, *, diagnosis, progress) -> _Request:
@@ -363,6 +370,8 @@ def _trial_runner(request: _Request, oracle) -> Callable:
                         f"trial {len(started_trials)}: trying {setup_from_values(values).describe()}")
         steps = max(2, int(budget["trial_steps"] * fraction))
         result = request.run(candidate, steps, in_place=True, cut_off=True)
+        if budget.get("stop_when_learned") and result.learns and result.status == "healthy":
+            oracle.satisfied = True
         if resize_time_budget(budget, result.step_seconds) and getattr(oracle, "deadline", None) is not None:
             oracle.deadline = request.started + budget["time_budget"]
         return result
@@ -427,10 +436,11 @@ def _rank(request: _Request, records: list) -> tuple:
 
 
 def _confirm(request: _Request, setup) -> tuple:
-    """``(recommended, reason, confirmation, untrained fixed model)``: the original and the
-    best setup trained the same way, judged on learning, health and held-out loss."""
+    """``(recommended, reason, confirmation, untrained fixed model, layers kept as they are)``:
+    the original and the best setup trained the same way, judged on learning, health and
+    held-out loss."""
     from ..probe.mirrored import scope
-    from ..surgery import apply_setup
+    from ..surgery import apply_setup, rewrite
 
     _, keras = import_keras()
     steps = request.budget["confirm_steps"]
@@ -439,7 +449,8 @@ def _confirm(request: _Request, setup) -> tuple:
     request.say("confirm", 1, 2, f"training {setup.describe()}")
     keras.utils.set_random_seed(request.seed)
     with scope(request.strategy):
-        candidate = apply_setup(request.model, setup)
+        rewritten = rewrite(request.model, setup)
+    candidate = rewritten.model
     # A second build of the same setup, given the candidate's initial weights,
     # is the untrained fixed model (clone_model would recompile from config and
     # fail on unregistered custom losses).  It is built outside any strategy
@@ -461,7 +472,8 @@ def _confirm(request: _Request, setup) -> tuple:
         "original": original.summary(), "recommended": tried.summary(), "improved": bool(better),
         "learns": bool(tried.learns),
     }
-    return recommended, _reason(recommended, setup, original, tried, steps, healthier), confirmation, fixed_copy
+    return (recommended, _reason(recommended, setup, original, tried, steps, healthier), confirmation, fixed_copy,
+            list(rewritten.skipped))
 
 
 def _save(request: _Request, fixed_copy) -> tuple:
@@ -516,6 +528,15 @@ def _reason(recommended, setup, original, candidate, steps, healthier) -> str:
                 "Try a larger budget (--max-trials, --trial-steps) or the fixes listed above by hand.")
     why = "not healthier than the original" if not healthier else "not better than the original"
     return f"Not recommended: the best setup found ({setup.describe()}) was {why} in the confirmation run: {comparison}."
+
+
+def _kept_text(skipped: list, shown: int = 6) -> str:
+    """A sentence naming the layers surgery kept as they are, or nothing."""
+    if not skipped:
+        return ""
+    named = "; ".join(f"kept as it is: layer {entry['layer']} ({entry['reason']})" for entry in skipped[:shown])
+    more = f"; and {len(skipped) - shown} more layer(s) kept as they are" if len(skipped) > shown else ""
+    return f" The setup could not rewrite every layer: {named}{more}."
 
 
 def _reprobe_text(path, status, findings, steps) -> str:

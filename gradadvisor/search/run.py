@@ -109,7 +109,8 @@ def train_and_measure(model, train: Data, val: Data, *, steps: int, batch_size: 
     loss_fn = make_loss_function(loss, keras)
     probe_steps = steps if strategy is not None else min(steps, PROBE_STEPS)
     with make_working_copy(model, keras, in_place, strategy) as (work, _):
-        start_loss, _ = held_out(work, loss_fn, val, kind)
+        calibration = train if strategy is None else None
+        start_loss, _ = held_out(work, loss_fn, val, kind, calibration)
         start_loss = start_loss if math.isfinite(start_loss) else None
         losses, stopped, step_seconds = _train(work, model, train, steps - probe_steps, batch_size, seed,
                                                loss_fn, cut_off, steps)
@@ -121,7 +122,7 @@ def train_and_measure(model, train: Data, val: Data, *, steps: int, batch_size: 
             _probe_and_evaluate(result, work, train, val, probe_steps, batch_size, seed, rules, loss_fn, kind,
                                 strategy)
         else:
-            val_loss, result.val_metric = held_out(work, loss_fn, val, kind)
+            val_loss, result.val_metric = held_out(work, loss_fn, val, kind, calibration)
             result.val_loss = val_loss if math.isfinite(val_loss) else None
     result.seconds = time.perf_counter() - started
     return result
@@ -141,7 +142,7 @@ def _probe_and_evaluate(result: RunResult, work, train, val, steps, batch_size, 
     if probe.nonfinite:
         result.status, result.val_loss = "diverged", None
         return
-    val_loss, result.val_metric = held_out(work, loss_fn, val, kind)
+    val_loss, result.val_metric = held_out(work, loss_fn, val, kind, train if strategy is None else None)
     if math.isfinite(val_loss):
         result.val_loss = val_loss
     else:

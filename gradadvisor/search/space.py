@@ -91,6 +91,7 @@ def _recurrent_dimensions(layers, rules, keras) -> list:
     elif gru:
         dimensions.append(Dimension("cell", ["keep", "lstm"], rules, "lstm"))
     if simple or gru or lstm:
+        dimensions.append(Dimension("direction", ["keep", "bidirectional"], rules, "keep"))
         dimensions.append(Dimension("forget_bias", ["keep", "unit", "chrono"], rules, "chrono"))
         dimensions.append(Dimension("recurrent_initializer", ["keep", "orthogonal"], rules, "orthogonal"))
     return dimensions
@@ -156,15 +157,24 @@ def expert_starts(dimensions, diagnosis) -> list:
     if "cell" in names:
         # A gated cell with an adaptive optimizer is the textbook answer to
         # vanishing through time; GRU and LSTM each get a chance early.
+        # Read backwards too, a signal near the start is a few steps from the
+        # loss: the remedy when even gated cells cannot carry it all the way.
+        starts.append({"cell": "gru", "direction": "bidirectional", "optimizer": "adam:0.01"})
         starts.append({"cell": "gru", "optimizer": "adam:0.01", "recurrent_initializer": "orthogonal"})
         starts.append({"cell": "lstm", "forget_bias": "chrono", "optimizer": "adam:0.01"})
     elif "forget_bias" in names:
         starts.append({"forget_bias": "chrono", "optimizer": "adam:0.01"})
+        starts.append({"direction": "bidirectional", "optimizer": "adam:0.01"})
         starts.append({"forget_bias": "unit", "recurrent_initializer": "orthogonal", "optimizer": "adam:0.001"})
     if {"activation", "initializer"} <= names:
         starts.append({"activation": "selu", "initializer": "lecun_normal"})
     if "normalization" in names:
         norm = next(d for d in dimensions if d.name == "normalization").values[1]
+        if {"activation", "initializer"} <= names and norm == "batchnorm_before":
+            # The textbook remedy for a deep saturating stack without
+            # normalization is all three at once, with an adaptive optimizer
+            # where one is offered.
+            starts.insert(1, {d.name: d.default for d in dimensions} | {"normalization": norm})
         starts.append({"normalization": norm})
     if "clipping" in names and categories & {"exploding_gradients", "nonfinite"}:
         starts.append({"clipping": "global_clipnorm", "clip_threshold": 1.0, "learning_rate_scale": 0.1})
@@ -215,6 +225,7 @@ def setup_from_values(values: dict):
         clip_threshold=float(values["clip_threshold"]) if clipping and "clip_threshold" in values else None,
         learning_rate_scale=float(values.get("learning_rate_scale", 1.0)),
         recurrence=pick("recurrence"), cell=pick("cell"), forget_bias=pick("forget_bias"),
+        direction=pick("direction"),
         recurrent_initializer=pick("recurrent_initializer"), optimizer=optimizer,
         optimizer_learning_rate=optimizer_rate, warmup_steps=int(values.get("warmup_steps", 0) or 0),
         output=pick("output"))

@@ -54,8 +54,13 @@ def _tuner_classes():
         min_trials: int = 0
         on_end: Callable | None = None
         stop_seen: bool = False
+        #: Set once a trial learned with a healthy probe, when the budget allows
+        #: stopping there: no new trial is started after it.
+        satisfied: bool = False
 
         def populate_space(self, trial_id):
+            if self.satisfied:
+                return {"status": "STOPPED"}
             if (self.deadline is not None and time.perf_counter() > self.deadline
                     and len(self.trials) >= self.min_trials):
                 return {"status": "STOPPED"}

@@ -53,8 +53,13 @@ def _plan_normalization(plan, setup, structure, plans, names, keras, skipped=Non
         plan.inserts = ([batchnorm] + plan.inserts if kind == "batchnorm_before"
                         else plan.inserts + [batchnorm])
         return
-    # A linear layer followed by a separate activation layer only.
+    # A linear layer followed by a separate activation layer only, perhaps
+    # through layers that pass their input on unchanged (an Identity left where
+    # a normalization was removed, a Dropout).
     after = structure.successors[path]
+    while (len(after) == 1 and after[0] in structure.leaves
+           and type(structure.leaves[after[0]]).__name__ in _SHAPE_KEEPING_PASSTHROUGH):
+        after = structure.successors[after[0]]
     if len(after) != 1 or after[0] not in structure.leaves:
         return
     activation_plan = plans[after[0]]
@@ -68,6 +73,13 @@ def _plan_normalization(plan, setup, structure, plans, names, keras, skipped=Non
         plan.inserts.append(_batchnorm_spec(plan, names))
     else:
         activation_plan.inserts.append(_batchnorm_spec(plan, names))
+
+
+#: Layers between a linear layer and its activation layer that do not stop a
+#: BatchNormalization from going in between.
+_SHAPE_KEEPING_PASSTHROUGH = frozenset({"Identity", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+                                        "SpatialDropout3D", "GaussianDropout", "GaussianNoise", "AlphaDropout",
+                                        "ActivityRegularization"})
 
 
 def _batchnorm_spec(plan: _LeafPlan, names: _Names) -> _LayerSpec:

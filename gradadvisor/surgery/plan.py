@@ -21,7 +21,10 @@ class _LayerSpec:
         return f"{self.class_name}({', '.join(arguments)})"
 
     def build(self, keras):
-        return getattr(keras.layers, self.class_name)(**self.kwargs)
+        # A wrapper's spec holds the spec of the layer it wraps.
+        kwargs = {key: value.build(keras) if hasattr(value, "build") and not isinstance(value, type) else value
+                  for key, value in self.kwargs.items()}
+        return getattr(keras.layers, self.class_name)(**kwargs)
 
 
 @dataclasses.dataclass

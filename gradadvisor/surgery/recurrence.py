@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .initializers import _initializer_class
-from .plan import _LayerSpec, _LeafPlan, _entry, _find_config_value
+from .plan import _LayerSpec, _LeafPlan, _edited_config, _entry, _find_config_value
 from .setups import Setup
 
 #: Settings a SimpleRNN or GRU layer hands on to the gated cell replacing it.
@@ -24,6 +24,49 @@ def _plan_recurrence(plan: _LeafPlan, setup: Setup, keras) -> None:
         _plan_irnn(plan, setup, keras)
     _plan_recurrent_initializer(plan, setup, keras)
     _plan_forget_bias(plan, setup, keras)
+    _plan_direction(plan, setup, keras)
+
+
+def _plan_direction(plan: _LeafPlan, setup: Setup, keras) -> None:
+    """An unwrapped recurrent layer (as replaced by the other changes) becomes
+    ``Bidirectional`` of itself, under the layer's own name.
+
+    Layers returning their states or keeping them across batches are left alone:
+    ``Bidirectional`` returns twice the states, and state carried across batches
+    has no backward counterpart.
+    """
+    if setup.direction != "bidirectional" or "layer" in plan.config:
+        return
+    if not isinstance(plan.layer, keras.layers.RNN) or type(plan.layer).__name__ not in _RECURRENT_CLASSES:
+        return
+    if plan.config.get("return_state") or plan.config.get("stateful"):
+        return
+    name = plan.config["name"]
+    if plan.replacement is not None:
+        inner = plan.replacement
+        inner.kwargs = dict(inner.kwargs, name=f"{name}_forward")
+    else:
+        inner = _FromConfig(type(plan.layer), _edited_config(plan.config, plan.edits) | {"name": f"{name}_forward"})
+        plan.edits = {}
+    plan.replacement = _LayerSpec("Bidirectional", {"layer": inner, "name": name})
+    plan.initializer_changes.append(_entry(plan.path, "direction", "forward", "bidirectional"))
+
+
+#: Recurrent layer classes ``Bidirectional`` may wrap.
+_RECURRENT_CLASSES = ("SimpleRNN", "GRU", "LSTM")
+
+
+class _FromConfig:
+    """An unchanged recurrent layer to build from its (edited) config."""
+
+    def __init__(self, layer_class, config: dict):
+        self.layer_class, self.config = layer_class, config
+
+    def build(self, keras):
+        return self.layer_class.from_config(self.config)
+
+    def __repr__(self) -> str:
+        return f"{self.layer_class.__name__}(...)"
 
 
 def _plan_irnn(plan: _LeafPlan, setup: Setup, keras) -> None:

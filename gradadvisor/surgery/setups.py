@@ -27,6 +27,12 @@ RECURRENCES = ("none", "irnn")
 #: Recurrent cells a SimpleRNN (or GRU) layer may become: gated cells keep a
 #: gradient path through time that a tanh SimpleRNN loses.
 CELLS = ("gru", "lstm")
+#: Directions a recurrent layer may read its sequence in: "bidirectional"
+#: wraps it in ``Bidirectional`` (outputs concatenated), so an input near the
+#: start of a sequence is also read last, a few steps from the loss, instead of
+#: having to survive every step of the forward pass (Schuster and Paliwal, 1997).
+#: It needs the whole sequence at once: not for step-by-step (causal) use.
+DIRECTIONS = ("bidirectional",)
 #: LSTM forget-gate biases: "unit" starts them at 1 (Jozefowicz et al., 2015);
 #: "chrono" draws them from log(U[1, T-1]) with the input-gate bias its
 #: negative, T the sequence length (Tallec and Ollivier, 2018), so the cell
@@ -62,6 +68,8 @@ class Setup:
         cell: ``"gru"`` or ``"lstm"`` replaces SimpleRNN layers (and ``"lstm"``
             GRU layers) by that cell, keeping units and the return and
             direction flags; None keeps them.
+        direction: ``"bidirectional"`` wraps unwrapped recurrent layers in
+            ``Bidirectional`` (see :data:`DIRECTIONS`); None keeps them.
         forget_bias: ``"unit"`` or ``"chrono"`` (see :data:`FORGET_BIASES`)
             for LSTM layers, including those ``cell`` creates; None keeps them.
         recurrent_initializer: ``"orthogonal"`` re-initialises recurrent
@@ -94,6 +102,7 @@ class Setup:
     recurrence: str | None = None
     cell: str | None = None
     forget_bias: str | None = None
+    direction: str | None = None
     recurrent_initializer: str | None = None
     optimizer: str | None = None
     optimizer_learning_rate: float | None = None
@@ -108,6 +117,7 @@ class Setup:
             _check_choice("output", self.output, ("none",) + OUTPUT_FIXES + ("units=N",))
         _check_choice("cell", self.cell, CELLS)
         _check_choice("forget_bias", self.forget_bias, FORGET_BIASES)
+        _check_choice("direction", self.direction, DIRECTIONS)
         _check_choice("recurrent_initializer", self.recurrent_initializer, ("orthogonal",))
         _check_choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
         if (isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int)
@@ -166,8 +176,8 @@ class Setup:
 
     @property
     def changes_recurrent_layers(self) -> bool:
-        """Whether the cell, forget-gate bias or recurrent initializer changes."""
-        return bool(self.cell or self.forget_bias or self.recurrent_initializer)
+        """Whether the cell, direction, forget-gate bias or recurrent initializer changes."""
+        return bool(self.cell or self.direction or self.forget_bias or self.recurrent_initializer)
 
     @property
     def changes_optimizer_class(self) -> bool:
@@ -201,6 +211,8 @@ class Setup:
             parts.append(f"{self.recurrence_kind} recurrence")
         if self.cell:
             parts.append(f"{self.cell.upper()} cells")
+        if self.direction:
+            parts.append(self.direction)
         if self.forget_bias:
             parts.append(f"{self.forget_bias} forget-gate bias")
         if self.recurrent_initializer:

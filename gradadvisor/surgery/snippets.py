@@ -134,7 +134,11 @@ def _snippet_recurrent(setup: Setup, recurrent_class: str, units: int) -> list:
                   f"forget = np.log(np.random.uniform(1, T - 1, size={units}))",
                   f"chrono = np.concatenate([-forget, forget, np.zeros({2 * units})]).tolist()"]
         arguments.append("unit_forget_bias=False, bias_initializer=keras.initializers.Constant(chrono)")
-    lines.append(f"recurrent = layers.{cell}({', '.join(arguments)})")
+    layer = f"layers.{cell}({', '.join(arguments)})"
+    if setup.direction:
+        lines.append("# Read each sequence both ways (outputs concatenated); needs whole sequences.")
+        layer = f"layers.Bidirectional({layer})"
+    lines.append(f"recurrent = {layer}")
     return lines
 
 
