@@ -80,26 +80,28 @@ class _LiveTrainStep(_Measurement):
             ``output_gradients`` holds, per recurrent call, the gradients
             reaching its outputs.
         """
-        tf, keras, model = self.tf, self.keras, self.model
-        with tf.GradientTape() as tape:
-            y_pred, tracer = self.forward(x)
+        from ..probe.gradients import forward_and_gradients, recurrent_outputs
+
+        tf, model = self.tf, self.model
+
+        def loss_fn(y_pred):
             loss = _compat.compute_loss(model, x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
             _compat.loss_tracker(model).update_state(_compat.unscale_loss_for_distribution(loss),
                                                      sample_weight=batch_size)
-            unscaled_loss = loss
-            if model.optimizer is not None:
-                loss = model.optimizer.scale_loss(loss)
+            return loss
+
+        # No watch: the gradients asked for are at the recurrent layers'
+        # outputs, which the backward pass reaches anyway; Keras' compute_loss
+        # already adds the model's own losses.
+        result = forward_and_gradients(
+            tf, model, loss_fn, lambda watch: self.forward(x), variables=list(trainable_weights),
+            recurrent=recurrent_outputs if trainable_weights else None, model_loss_weight=None,
+            scale_loss=model.optimizer.scale_loss if model.optimizer is not None else None)
         if not trainable_weights:
-            return y_pred, unscaled_loss, [], tracer, [], []
-        recurrent = _timed_recurrent_calls(tracer)
-        outputs = [keras.tree.flatten(tracer.outputs[path]) for path, _ in recurrent]
-        all_gradients = tape.gradient(loss, trainable_weights + [o for group in outputs for o in group])
-        gradients = all_gradients[:len(trainable_weights)]
-        output_gradients, offset = [], len(trainable_weights)
-        for group in outputs:
-            output_gradients.append(all_gradients[offset:offset + len(group)])
-            offset += len(group)
-        return y_pred, unscaled_loss, gradients, tracer, recurrent, output_gradients
+            return result.y_pred, result.loss, [], result.tracer, [], []
+        recurrent = _timed_recurrent_calls(result.tracer)
+        output_gradients = [result.recurrent[path] for path, _ in recurrent]
+        return result.y_pred, result.loss, result.gradients, result.tracer, recurrent, output_gradients
 
     def layer_output_statistics(self, x):
         """Each layer output's statistics from a forward pass of its own, changing no state (traced).
