@@ -83,6 +83,10 @@ FAMILY_CHOICES = ("mlp", "cnn", "rnn", "zoo", "third-party", "real-bugs", "all")
 CALIBRATION_SHARE = 0.4
 FALSE_ALARM_BATCHES = (16, 32)
 FALSE_ALARM_SEEDS = (0, 1, 2, 3, 4)
+#: Runs (entry|batch|seed) with a false alarm before GA203, GA401 and GA501 were fixed.
+KNOWN_FALSE_ALARMS = ("docs-bilstm|32|1", "docs-bilstm|32|3", "docs-transformer|16|1",
+                      "docs-transformer|16|2", "docs-transformer|16|3", "docs-transformer|32|0",
+                      "docs-transformer|32|1", "convnext-tiny|16|0", "convnext-tiny|32|0")
 
 
 def log(message: str) -> None:
@@ -533,19 +537,33 @@ def ensure_false_alarms(entries: list, args) -> dict:
     cache = read_json(path, {})
     runs = cache.setdefault("runs", {})
     fingerprint = code_fingerprint()
-    # Seed-major order: a partial sweep already covers every model at the first seeds.
-    plan = [(entry, batch, seed) for seed in FALSE_ALARM_SEEDS for batch in FALSE_ALARM_BATCHES
-            for entry in entries]
+    # Seed-major order, both batch sizes of a model together: a partial sweep
+    # already covers every model at the first seeds, and builds each model once per seed.
+    plan = [(entry, batch, seed) for seed in FALSE_ALARM_SEEDS for entry in entries
+            for batch in FALSE_ALARM_BATCHES]
+    # The runs that had false alarms before come first: they check the rule fixes.
+    plan.sort(key=lambda item: f"{item[0].name}|{item[1]}|{item[2]}" not in KNOWN_FALSE_ALARMS)
+    shard, shards = getattr(args, "shard", None) or (0, 1)
+    plan = [item for position, item in enumerate(plan) if position % shards == shard]
     todo = [(e, b, s) for e, b, s in plan
             if (runs.get(f"{e.name}|{b}|{s}") or {}).get("fingerprint") != fingerprint or args.refresh]
     log(f"false alarms: {len(plan) - len(todo)} of {len(plan)} runs cached, {len(todo)} to run")
     built = {}
     for number, (entry, batch, seed) in enumerate(todo, start=1):
+        # Another process of the same sweep (--shard) may have done it meanwhile.
+        done = (read_json(path, {}).get("runs", {}).get(f"{entry.name}|{batch}|{seed}") or {})
+        if done.get("fingerprint") == fingerprint and not args.refresh:
+            runs[f"{entry.name}|{batch}|{seed}"] = done
+            continue
         if entry.name not in built:
-            if len(built) >= 6:  # bounded memory on the full family
-                built.clear()
-                keras.backend.clear_session()
-            built[entry.name] = entry.build(0)
+            built.clear()  # one model at a time: the largest applications need the memory
+            keras.backend.clear_session()
+            try:
+                built[entry.name] = entry.build(0)
+            except Exception as error:
+                log(f"false alarms [{number}/{len(todo)}] {entry.name}: build FAILED "
+                    f"{type(error).__name__}: {error}")
+                continue
         model, data = built[entry.name]
         started = time.perf_counter()
         try:
@@ -561,6 +579,12 @@ def ensure_false_alarms(entries: list, args) -> dict:
             "entry": entry.name, "batch_size": batch, "seed": seed, "status": diagnosis.status,
             "alarms": alarms, "seconds": round(time.perf_counter() - started, 2),
             "fingerprint": fingerprint}
+        # Merge with what other shards wrote since this one started, then write atomically.
+        on_disk = read_json(path, {}).get("runs", {})
+        on_disk.update({k: v for k, v in runs.items()
+                        if v.get("fingerprint") == fingerprint or k not in on_disk})
+        runs.update(on_disk)
+        cache["runs"] = runs
         write_json(path, cache)
         log(f"false alarms [{number}/{len(todo)}] {entry.name} batch {batch} seed {seed}: "
             f"{', '.join(a['rule'] for a in alarms) or 'no alarm'} ({time.perf_counter() - started:.0f} s)")
@@ -831,6 +855,16 @@ def render_markdown(summary: dict, rows: dict, labels: dict) -> str:
 # --------------------------------------------------------------------------
 
 
+def _shard(text: str) -> tuple:
+    try:
+        shard, shards = (int(part) for part in text.split("/"))
+    except ValueError:
+        shard = shards = -1
+    if not 0 <= shard < shards:
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, such as 0/2; got '{text}'")
+    return shard, shards
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -849,6 +883,9 @@ def main(argv=None) -> int:
                         help="run only the false-alarm sweep, then render from the caches")
     parser.add_argument("--report-only", action="store_true",
                         help="render results from the caches without training anything")
+    parser.add_argument("--shard", type=_shard,
+                        help="K/N: run only every N-th false-alarm run from the K-th (0-based), so that "
+                             "N processes share one sweep and its cache")
     parser.add_argument("--refresh", action="store_true", help="ignore cached detection and false-alarm runs")
     parser.add_argument("--refresh-labels", action="store_true", help="recompute the outcome labels")
     parser.add_argument("--steps", type=int, default=30, help="probe steps (default 30)")
@@ -873,7 +910,10 @@ def main(argv=None) -> int:
     everything = chosen
     if args.false_alarms_only:
         import_keras()
-        ensure_false_alarms([e for e, g in chosen if g == "third-party" and e.label == "healthy"], args)
+        import third_party
+
+        ensure_false_alarms(third_party.cheapest_first(
+            [e for e, g in chosen if g == "third-party" and e.label == "healthy"]), args)
         args.report_only = True
     if args.report_only:
         cached = read_json(Path(args.out) / "labels.json", {}).get("entries", {})
@@ -902,7 +942,9 @@ def main(argv=None) -> int:
     false_alarms = None
     if healthy_third_party and (args.false_alarms or args.report_only):
         if args.false_alarms and not args.report_only:
-            runs = ensure_false_alarms(healthy_third_party, args)
+            import third_party
+
+            runs = ensure_false_alarms(third_party.cheapest_first(healthy_third_party), args)
         else:
             fingerprint = code_fingerprint()
             runs = {k: r for k, r in read_json(Path(args.out) / "cache" / "false_alarms.json", {}).get("runs", {}).items()
