@@ -600,8 +600,10 @@ def summarize_false_alarms(runs: dict, entries: list, labels: dict) -> dict:
         return {"runs": len(selected), "alarms": sum(bool(r["alarms"]) for r in selected),
                 "rate": _ratio(sum(bool(r["alarms"]) for r in selected), len(selected))}
 
+    forced = calibration_names()
     return {
         "models": names,
+        "held_out": rate([r for r in done if r["entry"] not in forced]),
         "outcome_labels": {n: (labels.get(n) or {}).get("label") for n in names},
         "planned_runs": len(names) * len(FALSE_ALARM_BATCHES) * len(FALSE_ALARM_SEEDS),
         "overall": rate(done),
@@ -709,9 +711,42 @@ def summarize(chosen, labels, split, rows, false_alarms, args, seconds) -> dict:
     if repairs:
         summary["repair_test"] = {"attempted": len(repairs), "repaired": sum(r["repaired"] for r in repairs),
                                   "rate": _ratio(sum(r["repaired"] for r in repairs), len(repairs))}
+    programs = real_bug_programs(Path(args.out) / "real_bugs.json", set(summary["calibration_forced"]))
+    if programs:
+        summary["real_bug_programs"] = programs
     if false_alarms is not None:
         summary["false_alarms"] = false_alarms
     return summary
+
+
+def real_bug_programs(path: Path, calibration: set) -> dict | None:
+    """The real-bug programs' detection as ``scripts/real_bugs/run.py`` recorded it.
+
+    Those programs are labelled by training the faulty program and its published
+    fix (``scripts/real_bugs/label.py``), not by this script; a program named in
+    ``benchmarks/calibration.md`` counts on the calibration side.
+    """
+    record = read_json(path, None)
+    if not record or not record.get("entries"):
+        return None
+    reproducing = [e for e in record["entries"] if e.get("reproduces") and e.get("detection")]
+
+    def side(entries):
+        return {"programs": len(entries),
+                "identified": sum(bool(e["detection"].get("identified")) for e in entries),
+                "fixed_with_alarm": sum((e.get("fixed_detection") or {}).get("status") in ("warning", "error")
+                                        for e in entries),
+                "missed": [e["name"] for e in entries if not e["detection"].get("identified")]}
+
+    def forced(entry):
+        return any(entry["name"] == n or entry["name"].startswith(n + "-") for n in calibration)
+
+    return {"ported": len(record["entries"]), "reproducing": len(reproducing),
+            "all": side(reproducing), "test": side([e for e in reproducing if not forced(e)]),
+            "calibration": sorted(e["name"] for e in reproducing if forced(e)),
+            "command": record.get("run_command"), "run_seconds": record.get("run_seconds"),
+            "published_reference": "DeepDiagnosis (ICSE 2022): 46 of 53 real-world programs "
+                                   "(its own set and criterion)"}
 
 
 # --------------------------------------------------------------------------
@@ -758,6 +793,15 @@ def render_markdown(summary: dict, rows: dict, labels: dict) -> str:
                 if s["not_labelled"] else "")
              + f". Scored: {s['num_scored']} ({s['num_test']} test, {s['num_calibration']} calibration); "
              "entries labelled `ambiguous` or `error` by their training outcome are not scored.", ""]
+    lines += ["The figures are rendered from caches that these commands fill (each resumes where it "
+              "stopped; a change to `rules/` or `gradadvisor/` re-runs the diagnoses, not the labels):", "",
+              "- `python scripts/benchmark.py --family zoo --no-fit` (the zoo's MLP, CNN and RNN entries);",
+              "- `python scripts/benchmark.py --family third-party --only NAMES --no-fit` (third-party entries "
+              "with an outcome label; without `--only`, the unlabelled ones are trained for a label first);",
+              "- `python scripts/benchmark.py --family third-party --false-alarms-only [--shard K/N]` (the "
+              "healthy third-party sweep);",
+              "- `python scripts/real_bugs/run.py` (the real buggy programs);",
+              "- `python scripts/benchmark.py --family all --report-only` renders this file.", ""]
     lines += ["## Detection on the test split", "",
               "The rules' thresholds were tuned on the calibration split only (and on the models named "
               "in `benchmarks/calibration.md`, forced into it); these entries were never used to tune them.", ""]
@@ -782,6 +826,21 @@ def render_markdown(summary: dict, rows: dict, labels: dict) -> str:
         lines += [f"Real buggy programs (both splits): gradadvisor flags {b['flagged']} of the {b['faulty']} whose "
                   f"outcome is a fault, {b['right_category']} with the outcome's category; "
                   f"{b['published_reference']} (a different set and criterion).", ""]
+    if "real_bug_programs" in s:
+        b = s["real_bug_programs"]
+        test, every = b["test"], b["all"]
+        lines += ["### Real buggy programs", "",
+                  f"From `{b['command']}` (its record `benchmarks/real_bugs.json`, full table "
+                  f"`benchmarks/real_bugs.md`): {b['ported']} programs ported, {b['reproducing']} reproduce "
+                  "here (the faulty program fails, its published fix learns). A program is identified when "
+                  "a finding of an accepted category has warning or error severity.", "",
+                  "| programs | identified | fixes with a warning or error | missed |", "|---|---|---|---|",
+                  f"| test ({test['programs']}; not {', '.join(b['calibration']) or '–'}) | "
+                  f"{test['identified']}/{test['programs']} | {test['fixed_with_alarm']}/{test['programs']} | "
+                  f"{', '.join(test['missed']) or '–'} |",
+                  f"| all reproducing ({every['programs']}) | {every['identified']}/{every['programs']} | "
+                  f"{every['fixed_with_alarm']}/{every['programs']} | {', '.join(every['missed']) or '–'} |",
+                  "", f"Published: {b['published_reference']}.", ""]
     if "repair_test" in s:
         r = s["repair_test"]
         lines += [f"Repair (test split): {r['repaired']}/{r['attempted']} faulty entries repaired "
@@ -805,11 +864,16 @@ def render_markdown(summary: dict, rows: dict, labels: dict) -> str:
                 c = fa["by_seed_and_batch"][f"{seed}|{batch}"]
                 cells.append(f"{_fmt(c['rate'])} ({c['alarms']}/{c['runs']})" if c["runs"] else "not run")
             lines.append(f"| {seed} | " + " | ".join(cells) + " |")
-        lines += ["", f"Overall: {_fmt(fa['overall']['rate'])} ({fa['overall']['alarms']}/{fa['overall']['runs']}).", "",
-                  "| model | outcome label | runs | with an alarm |", "|---|---|---|---|"]
+        held_out = fa.get("held_out") or {}
+        lines += ["", f"Overall: {_fmt(fa['overall']['rate'])} ({fa['overall']['alarms']}/{fa['overall']['runs']}); "
+                  f"on the models not used for calibration: {_fmt(held_out.get('rate'))} "
+                  f"({held_out.get('alarms', 0)}/{held_out.get('runs', 0)}). Models never run: "
+                  f"{', '.join(n for n, c in fa['by_model'].items() if not c['runs']) or 'none'}.", "",
+                  "| model | calibration | outcome label | runs | with an alarm |", "|---|---|---|---|---|"]
+        forced = set(s["calibration_forced"])
         for name, c in fa["by_model"].items():
-            lines.append(f"| {name} | {fa['outcome_labels'].get(name) or 'not labelled'} | {c['runs']} | "
-                         f"{c['alarms']} |")
+            lines.append(f"| {name} | {'yes' if name in forced else 'no'} | "
+                         f"{fa['outcome_labels'].get(name) or 'not labelled'} | {c['runs']} | {c['alarms']} |")
         if fa["alarms"]:
             lines += ["", "Alarms:", ""]
             for a in fa["alarms"]:
