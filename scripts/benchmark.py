@@ -516,6 +516,12 @@ def ensure_rows(chosen: list, labels: dict, args) -> dict:
         row["cache_key"] = key
         row["label_fingerprint"] = labels[entry.name]["fingerprint"]
         rows[entry.name] = row
+        # Keep the rows another process (another --family) wrote since this one started.
+        on_disk = read_json(path, {}).get("rows", {})
+        rows.update({name: r for name, r in on_disk.items() if name not in rows
+                     or (r.get("cache_key") == key and rows[name].get("cache_key") != key)})
+        rows[entry.name] = row
+        cache["rows"] = rows
         write_json(path, cache)
         got = row["gradadvisor"]["category"] or "healthy"
         log(f"detect [{number}/{len(todo)}] {entry.name}: {row['truth']} -> gradadvisor {got} "
@@ -818,7 +824,9 @@ def render_markdown(summary: dict, rows: dict, labels: dict) -> str:
         composition = s["composition"].get(f"{group}/test", {})
         lines += [f"**{group}** — " + ", ".join(f"{k} {v}" for k, v in sorted(composition.items())), ""]
         lines += _detection_table(by_detector) + [""]
-    missing = [g for g in GROUPS if g not in s["test_by_group"]]
+    # The real-bug programs have their own runner and table (below).
+    missing = [g for g in GROUPS if g not in s["test_by_group"]
+               and not (g == "real-bugs" and "real_bug_programs" in s)]
     if missing:
         lines += ["No test entries scored in this run for: " + ", ".join(missing) + ".", ""]
     if "real_bugs" in s:
