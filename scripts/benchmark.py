@@ -84,6 +84,10 @@ FAMILY_CHOICES = ("mlp", "cnn", "rnn", "zoo", "third-party", "real-bugs", "all")
 CALIBRATION_SHARE = 0.4
 FALSE_ALARM_BATCHES = (16, 32)
 FALSE_ALARM_SEEDS = (0, 1, 2, 3, 4)
+#: Runs (entry|batch|seed) with a false alarm before GA203, GA401 and GA501 were fixed.
+KNOWN_FALSE_ALARMS = ("docs-bilstm|32|1", "docs-bilstm|32|3", "docs-transformer|16|1",
+                      "docs-transformer|16|2", "docs-transformer|16|3", "docs-transformer|32|0",
+                      "docs-transformer|32|1", "convnext-tiny|16|0", "convnext-tiny|32|0")
 
 
 def log(message: str) -> None:
@@ -497,6 +501,12 @@ def ensure_rows(chosen: list, labels: dict, args) -> dict:
         row["cache_key"] = key
         row["label_fingerprint"] = labels[entry.name]["fingerprint"]
         rows[entry.name] = row
+        # Keep the rows another process (another --family) wrote since this one started.
+        on_disk = read_json(path, {}).get("rows", {})
+        rows.update({name: r for name, r in on_disk.items() if name not in rows
+                     or (r.get("cache_key") == key and rows[name].get("cache_key") != key)})
+        rows[entry.name] = row
+        cache["rows"] = rows
         write_json(path, cache)
         got = row["gradadvisor"]["category"] or "healthy"
         log(f"detect [{number}/{len(todo)}] {entry.name}: {row['truth']} -> gradadvisor {got} "
@@ -518,19 +528,33 @@ def ensure_false_alarms(entries: list, args) -> dict:
     cache = read_json(path, {})
     runs = cache.setdefault("runs", {})
     fingerprint = code_fingerprint()
-    # Seed-major order: a partial sweep already covers every model at the first seeds.
-    plan = [(entry, batch, seed) for seed in FALSE_ALARM_SEEDS for batch in FALSE_ALARM_BATCHES
-            for entry in entries]
+    # Seed-major order, both batch sizes of a model together: a partial sweep
+    # already covers every model at the first seeds, and builds each model once per seed.
+    plan = [(entry, batch, seed) for seed in FALSE_ALARM_SEEDS for entry in entries
+            for batch in FALSE_ALARM_BATCHES]
+    # The runs that had false alarms before come first: they check the rule fixes.
+    plan.sort(key=lambda item: f"{item[0].name}|{item[1]}|{item[2]}" not in KNOWN_FALSE_ALARMS)
+    shard, shards = getattr(args, "shard", None) or (0, 1)
+    plan = [item for position, item in enumerate(plan) if position % shards == shard]
     todo = [(e, b, s) for e, b, s in plan
             if (runs.get(f"{e.name}|{b}|{s}") or {}).get("fingerprint") != fingerprint or args.refresh]
     log(f"false alarms: {len(plan) - len(todo)} of {len(plan)} runs cached, {len(todo)} to run")
     built = {}
     for number, (entry, batch, seed) in enumerate(todo, start=1):
+        # Another process of the same sweep (--shard) may have done it meanwhile.
+        done = (read_json(path, {}).get("runs", {}).get(f"{entry.name}|{batch}|{seed}") or {})
+        if done.get("fingerprint") == fingerprint and not args.refresh:
+            runs[f"{entry.name}|{batch}|{seed}"] = done
+            continue
         if entry.name not in built:
-            if len(built) >= 6:  # bounded memory on the full family
-                built.clear()
-                keras.backend.clear_session()
-            built[entry.name] = entry.build(0)
+            built.clear()  # one model at a time: the largest applications need the memory
+            keras.backend.clear_session()
+            try:
+                built[entry.name] = entry.build(0)
+            except Exception as error:
+                log(f"false alarms [{number}/{len(todo)}] {entry.name}: build FAILED "
+                    f"{type(error).__name__}: {error}")
+                continue
         model, data = built[entry.name]
         started = time.perf_counter()
         try:
@@ -546,6 +570,12 @@ def ensure_false_alarms(entries: list, args) -> dict:
             "entry": entry.name, "batch_size": batch, "seed": seed, "status": diagnosis.status,
             "alarms": alarms, "seconds": round(time.perf_counter() - started, 2),
             "fingerprint": fingerprint}
+        # Merge with what other shards wrote since this one started, then write atomically.
+        on_disk = read_json(path, {}).get("runs", {})
+        on_disk.update({k: v for k, v in runs.items()
+                        if v.get("fingerprint") == fingerprint or k not in on_disk})
+        runs.update(on_disk)
+        cache["runs"] = runs
         write_json(path, cache)
         log(f"false alarms [{number}/{len(todo)}] {entry.name} batch {batch} seed {seed}: "
             f"{', '.join(a['rule'] for a in alarms) or 'no alarm'} ({time.perf_counter() - started:.0f} s)")
@@ -561,8 +591,10 @@ def summarize_false_alarms(runs: dict, entries: list, labels: dict) -> dict:
         return {"runs": len(selected), "alarms": sum(bool(r["alarms"]) for r in selected),
                 "rate": _ratio(sum(bool(r["alarms"]) for r in selected), len(selected))}
 
+    forced = calibration_names()
     return {
         "models": names,
+        "held_out": rate([r for r in done if r["entry"] not in forced]),
         "outcome_labels": {n: (labels.get(n) or {}).get("label") for n in names},
         "planned_runs": len(names) * len(FALSE_ALARM_BATCHES) * len(FALSE_ALARM_SEEDS),
         "overall": rate(done),
@@ -670,9 +702,42 @@ def summarize(chosen, labels, split, rows, false_alarms, args, seconds) -> dict:
     if repairs:
         summary["repair_test"] = {"attempted": len(repairs), "repaired": sum(r["repaired"] for r in repairs),
                                   "rate": _ratio(sum(r["repaired"] for r in repairs), len(repairs))}
+    programs = real_bug_programs(Path(args.out) / "real_bugs.json", set(summary["calibration_forced"]))
+    if programs:
+        summary["real_bug_programs"] = programs
     if false_alarms is not None:
         summary["false_alarms"] = false_alarms
     return summary
+
+
+def real_bug_programs(path: Path, calibration: set) -> dict | None:
+    """The real-bug programs' detection as ``scripts/real_bugs/run.py`` recorded it.
+
+    Those programs are labelled by training the faulty program and its published
+    fix (``scripts/real_bugs/label.py``), not by this script; a program named in
+    ``benchmarks/calibration.md`` counts on the calibration side.
+    """
+    record = read_json(path, None)
+    if not record or not record.get("entries"):
+        return None
+    reproducing = [e for e in record["entries"] if e.get("reproduces") and e.get("detection")]
+
+    def side(entries):
+        return {"programs": len(entries),
+                "identified": sum(bool(e["detection"].get("identified")) for e in entries),
+                "fixed_with_alarm": sum((e.get("fixed_detection") or {}).get("status") in ("warning", "error")
+                                        for e in entries),
+                "missed": [e["name"] for e in entries if not e["detection"].get("identified")]}
+
+    def forced(entry):
+        return any(entry["name"] == n or entry["name"].startswith(n + "-") for n in calibration)
+
+    return {"ported": len(record["entries"]), "reproducing": len(reproducing),
+            "all": side(reproducing), "test": side([e for e in reproducing if not forced(e)]),
+            "calibration": sorted(e["name"] for e in reproducing if forced(e)),
+            "command": record.get("run_command"), "run_seconds": record.get("run_seconds"),
+            "published_reference": "DeepDiagnosis (ICSE 2022): 46 of 53 real-world programs "
+                                   "(its own set and criterion)"}
 
 
 # --------------------------------------------------------------------------
@@ -719,6 +784,15 @@ def render_markdown(summary: dict, rows: dict, labels: dict) -> str:
                 if s["not_labelled"] else "")
              + f". Scored: {s['num_scored']} ({s['num_test']} test, {s['num_calibration']} calibration); "
              "entries labelled `ambiguous` or `error` by their training outcome are not scored.", ""]
+    lines += ["The figures are rendered from caches that these commands fill (each resumes where it "
+              "stopped; a change to `rules/` or `gradadvisor/` re-runs the diagnoses, not the labels):", "",
+              "- `python scripts/benchmark.py --family zoo --no-fit` (the zoo's MLP, CNN and RNN entries);",
+              "- `python scripts/benchmark.py --family third-party --only NAMES --no-fit` (third-party entries "
+              "with an outcome label; without `--only`, the unlabelled ones are trained for a label first);",
+              "- `python scripts/benchmark.py --family third-party --false-alarms-only [--shard K/N]` (the "
+              "healthy third-party sweep);",
+              "- `python scripts/real_bugs/run.py` (the real buggy programs);",
+              "- `python scripts/benchmark.py --family all --report-only` renders this file.", ""]
     lines += ["## Detection on the test split", "",
               "The rules' thresholds were tuned on the calibration split only (and on the models named "
               "in `benchmarks/calibration.md`, forced into it); these entries were never used to tune them.", ""]
@@ -735,7 +809,9 @@ def render_markdown(summary: dict, rows: dict, labels: dict) -> str:
         composition = s["composition"].get(f"{group}/test", {})
         lines += [f"**{group}** — " + ", ".join(f"{k} {v}" for k, v in sorted(composition.items())), ""]
         lines += _detection_table(by_detector) + [""]
-    missing = [g for g in GROUPS if g not in s["test_by_group"]]
+    # The real-bug programs have their own runner and table (below).
+    missing = [g for g in GROUPS if g not in s["test_by_group"]
+               and not (g == "real-bugs" and "real_bug_programs" in s)]
     if missing:
         lines += ["No test entries scored in this run for: " + ", ".join(missing) + ".", ""]
     if "real_bugs" in s:
@@ -743,6 +819,21 @@ def render_markdown(summary: dict, rows: dict, labels: dict) -> str:
         lines += [f"Real buggy programs (both splits): gradadvisor flags {b['flagged']} of the {b['faulty']} whose "
                   f"outcome is a fault, {b['right_category']} with the outcome's category; "
                   f"{b['published_reference']} (a different set and criterion).", ""]
+    if "real_bug_programs" in s:
+        b = s["real_bug_programs"]
+        test, every = b["test"], b["all"]
+        lines += ["### Real buggy programs", "",
+                  f"From `{b['command']}` (its record `benchmarks/real_bugs.json`, full table "
+                  f"`benchmarks/real_bugs.md`): {b['ported']} programs ported, {b['reproducing']} reproduce "
+                  "here (the faulty program fails, its published fix learns). A program is identified when "
+                  "a finding of an accepted category has warning or error severity.", "",
+                  "| programs | identified | fixes with a warning or error | missed |", "|---|---|---|---|",
+                  f"| test ({test['programs']}; not {', '.join(b['calibration']) or '–'}) | "
+                  f"{test['identified']}/{test['programs']} | {test['fixed_with_alarm']}/{test['programs']} | "
+                  f"{', '.join(test['missed']) or '–'} |",
+                  f"| all reproducing ({every['programs']}) | {every['identified']}/{every['programs']} | "
+                  f"{every['fixed_with_alarm']}/{every['programs']} | {', '.join(every['missed']) or '–'} |",
+                  "", f"Published: {b['published_reference']}.", ""]
     if "repair_test" in s:
         r = s["repair_test"]
         lines += [f"Repair (test split): {r['repaired']}/{r['attempted']} faulty entries repaired "
@@ -766,11 +857,16 @@ def render_markdown(summary: dict, rows: dict, labels: dict) -> str:
                 c = fa["by_seed_and_batch"][f"{seed}|{batch}"]
                 cells.append(f"{_fmt(c['rate'])} ({c['alarms']}/{c['runs']})" if c["runs"] else "not run")
             lines.append(f"| {seed} | " + " | ".join(cells) + " |")
-        lines += ["", f"Overall: {_fmt(fa['overall']['rate'])} ({fa['overall']['alarms']}/{fa['overall']['runs']}).", "",
-                  "| model | outcome label | runs | with an alarm |", "|---|---|---|---|"]
+        held_out = fa.get("held_out") or {}
+        lines += ["", f"Overall: {_fmt(fa['overall']['rate'])} ({fa['overall']['alarms']}/{fa['overall']['runs']}); "
+                  f"on the models not used for calibration: {_fmt(held_out.get('rate'))} "
+                  f"({held_out.get('alarms', 0)}/{held_out.get('runs', 0)}). Models never run: "
+                  f"{', '.join(n for n, c in fa['by_model'].items() if not c['runs']) or 'none'}.", "",
+                  "| model | calibration | outcome label | runs | with an alarm |", "|---|---|---|---|---|"]
+        forced = set(s["calibration_forced"])
         for name, c in fa["by_model"].items():
-            lines.append(f"| {name} | {fa['outcome_labels'].get(name) or 'not labelled'} | {c['runs']} | "
-                         f"{c['alarms']} |")
+            lines.append(f"| {name} | {'yes' if name in forced else 'no'} | "
+                         f"{fa['outcome_labels'].get(name) or 'not labelled'} | {c['runs']} | {c['alarms']} |")
         if fa["alarms"]:
             lines += ["", "Alarms:", ""]
             for a in fa["alarms"]:
@@ -816,6 +912,16 @@ def render_markdown(summary: dict, rows: dict, labels: dict) -> str:
 # --------------------------------------------------------------------------
 
 
+def _shard(text: str) -> tuple:
+    try:
+        shard, shards = (int(part) for part in text.split("/"))
+    except ValueError:
+        shard = shards = -1
+    if not 0 <= shard < shards:
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, such as 0/2; got '{text}'")
+    return shard, shards
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -834,6 +940,9 @@ def main(argv=None) -> int:
                         help="run only the false-alarm sweep, then render from the caches")
     parser.add_argument("--report-only", action="store_true",
                         help="render results from the caches without training anything")
+    parser.add_argument("--shard", type=_shard,
+                        help="K/N: run only every N-th false-alarm run from the K-th (0-based), so that "
+                             "N processes share one sweep and its cache")
     parser.add_argument("--refresh", action="store_true", help="ignore cached detection and false-alarm runs")
     parser.add_argument("--refresh-labels", action="store_true", help="recompute the outcome labels")
     parser.add_argument("--steps", type=int, default=30, help="probe steps (default 30)")
@@ -858,7 +967,10 @@ def main(argv=None) -> int:
     everything = chosen
     if args.false_alarms_only:
         import_keras()
-        ensure_false_alarms([e for e, g in chosen if g == "third-party" and e.label == "healthy"], args)
+        import third_party
+
+        ensure_false_alarms(third_party.cheapest_first(
+            [e for e, g in chosen if g == "third-party" and e.label == "healthy"]), args)
         args.report_only = True
     if args.report_only:
         cached = read_json(Path(args.out) / "labels.json", {}).get("entries", {})
@@ -887,7 +999,9 @@ def main(argv=None) -> int:
     false_alarms = None
     if healthy_third_party and (args.false_alarms or args.report_only):
         if args.false_alarms and not args.report_only:
-            runs = ensure_false_alarms(healthy_third_party, args)
+            import third_party
+
+            runs = ensure_false_alarms(third_party.cheapest_first(healthy_third_party), args)
         else:
             fingerprint = code_fingerprint()
             runs = {k: r for k, r in read_json(Path(args.out) / "cache" / "false_alarms.json", {}).get("runs", {}).items()

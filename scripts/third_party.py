@@ -322,6 +322,28 @@ def _entry(base: str, builder_of, description: str, quick: bool, variant: str, s
                      reference=reference, tags={"source": description, "variant": variant})
 
 
+#: The applications from cheapest to dearest to diagnose at 32x32 (by the depth
+#: and size in the keras.applications table): a partial false-alarm sweep then
+#: covers as many models as its time allows.
+CHEAPEST_FIRST = (
+    "MobileNetV3Small", "MobileNet", "MobileNetV2", "VGG16", "VGG19", "MobileNetV3Large", "ResNet50",
+    "ResNet50V2", "EfficientNetB0", "EfficientNetV2B0", "ConvNeXtTiny", "EfficientNetB1",
+    "EfficientNetV2B1", "EfficientNetB2", "EfficientNetV2B2", "NASNetMobile", "DenseNet121",
+    "EfficientNetB3", "EfficientNetV2B3", "Xception", "InceptionV3", "ResNet101", "ResNet101V2",
+    "DenseNet169", "ConvNeXtSmall", "EfficientNetB4", "EfficientNetV2S", "DenseNet201", "ResNet152",
+    "ResNet152V2", "EfficientNetB5", "InceptionResNetV2", "ConvNeXtBase", "EfficientNetB6",
+    "EfficientNetV2M", "EfficientNetB7", "NASNetLarge", "ConvNeXtLarge", "EfficientNetV2L",
+    "ConvNeXtXLarge")
+
+
+def cheapest_first(found: list) -> list:
+    """Healthy entries ordered for a sweep: the docs' text classifiers, then the
+    applications by :data:`CHEAPEST_FIRST`."""
+    rank = {_kebab(name): position for position, name in enumerate(CHEAPEST_FIRST)}
+    return sorted(found, key=lambda entry: (entry.name.split("-")[0] != "docs",
+                                            rank.get(entry.name, len(rank))))
+
+
 def entries(quick: bool = False) -> list:
     """Every third-party entry (healthy and sabotaged); ``quick`` keeps the representative few."""
     found = []

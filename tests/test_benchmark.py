@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -288,3 +289,83 @@ def test_benchmark_runs_end_to_end_and_rerenders_from_its_caches(tmp_path):
     again = subprocess.run(command + ["--report-only"], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "results.json").read_text())["entries"].keys() == data["entries"].keys()
+
+
+def test_shard_option_accepts_k_of_n_and_explains_a_bad_value():
+    import argparse
+
+    assert benchmark._shard("1/2") == (1, 2)
+    for text in ("2/2", "x", "1"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"expected K/N .* got '{text}'"):
+            benchmark._shard(text)
+
+
+def test_false_alarm_sweep_orders_the_docs_models_then_the_cheapest_applications():
+    import third_party
+
+    assert sorted(third_party.CHEAPEST_FIRST) == sorted(a[0] for a in third_party.APPLICATIONS)
+    healthy = [entry for entry in third_party.entries() if entry.label == "healthy"]
+    ordered = [entry.name for entry in third_party.cheapest_first(healthy)]
+    assert sorted(ordered) == sorted(entry.name for entry in healthy)
+    assert ordered[:3] == ["docs-transformer", "docs-bilstm", "mobilenet-v3-small"]
+    assert ordered[-1] == "convnext-xlarge"
+
+
+class _Tiny:
+    """A stand-in entry: a two-layer model that builds in milliseconds."""
+
+    def __init__(self, name):
+        self.name, self.label = name, "healthy"
+
+    def build(self, seed):
+        import keras
+
+        x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+        y = (x[:, 0] > 0).astype("float32")
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+                                  keras.layers.Dense(1, activation="sigmoid")])
+        model.compile(optimizer="adam", loss="binary_crossentropy")
+        return model, zoo.Dataset("tiny", x, y, x, y)
+
+
+def test_false_alarm_shards_share_one_cache_without_losing_runs(tmp_path, monkeypatch):
+    import argparse
+
+    monkeypatch.setattr(benchmark, "FALSE_ALARM_SEEDS", (0,))
+    entries = [_Tiny("tiny-a"), _Tiny("tiny-b")]
+    # Another process's run, written after this one read the cache, must survive.
+    stranger = {"entry": "other", "batch_size": 16, "seed": 0, "status": "healthy", "alarms": [],
+                "seconds": 1.0, "fingerprint": benchmark.code_fingerprint()}
+    real_diagnose = __import__("gradadvisor.api", fromlist=["diagnose"]).diagnose
+
+    def diagnose_and_meanwhile_write(*args, **kwargs):
+        path = tmp_path / "cache" / "false_alarms.json"
+        cache = benchmark.read_json(path, {"runs": {}})
+        cache["runs"]["other|16|0"] = stranger
+        benchmark.write_json(path, cache)
+        return real_diagnose(*args, **{**kwargs, "steps": 3})
+
+    monkeypatch.setattr("gradadvisor.api.diagnose", diagnose_and_meanwhile_write)
+    args = argparse.Namespace(out=str(tmp_path), refresh=False, shard=(1, 2))
+    runs = benchmark.ensure_false_alarms(entries, args)
+    # Plan: a|16, a|32, b|16, b|32; shard 1 of 2 takes the second and fourth.
+    assert sorted(runs) == ["tiny-a|32|0", "tiny-b|32|0"]
+    on_disk = json.loads((tmp_path / "cache" / "false_alarms.json").read_text())["runs"]
+    assert set(on_disk) == {"tiny-a|32|0", "tiny-b|32|0", "other|16|0"}
+
+
+def test_real_bug_programs_are_summarised_with_the_calibration_programs_apart(tmp_path):
+    def program(name, identified, fixed_status="healthy", reproduces=True):
+        return {"name": name, "reproduces": reproduces,
+                "detection": {"identified": identified} if reproduces else None,
+                "fixed_detection": {"status": fixed_status}}
+
+    record = {"run_command": "python scripts/real_bugs/run.py", "entries": [
+        program("so-1-softmax", True), program("so-2-xor", False, "error"), program("so-3-mse", True),
+        program("so-4-odd", False, reproduces=False)]}
+    (tmp_path / "real_bugs.json").write_text(json.dumps(record))
+    summary = benchmark.real_bug_programs(tmp_path / "real_bugs.json", {"so-1"})
+    assert summary["ported"] == 4 and summary["reproducing"] == 3
+    assert summary["all"] == {"programs": 3, "identified": 2, "fixed_with_alarm": 1, "missed": ["so-2-xor"]}
+    assert summary["test"]["programs"] == 2 and summary["calibration"] == ["so-1-softmax"]
+    assert benchmark.real_bug_programs(tmp_path / "absent.json", set()) is None

@@ -82,9 +82,11 @@ def test_user_folder_overrides_a_builtin_threshold(tmp_path, zoo_diagnoses):
     probe = zoo_diagnoses["healthy-relu"].probe
     assert not [f for f in evaluate(probe, RULES) if f.rule == "GA401"]
     text = Path(builtin_rules_dir(), "GA401-dead-relu-units.yaml").read_text()
-    text = text.replace("{signal: dead_fraction, op: \">=\", value: 0.5}",
+    text = text.replace("{signal: dead_fraction_persistent, op: \">=\", value: 0.75}",
                         "{signal: dead_fraction, op: \">=\", value: 0.05}")
+    text = text.replace("dead_fraction_persistent:", "dead_fraction:")
     text = text.replace("dead_fraction: 0.15, loss_nonfinite", "dead_fraction: 0.01, loss_nonfinite")
+    text = text.replace("dead_fraction: 0.55, loss_nonfinite", "dead_fraction: 0.01, loss_nonfinite")
     (tmp_path / "strict-dead.yaml").write_text(text)
     rules = load_rules([tmp_path])
     assert rules["GA401"].source == str(tmp_path / "strict-dead.yaml")

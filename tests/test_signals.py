@@ -197,3 +197,15 @@ def test_results_saved_before_outputs_were_recorded_still_load():
     data = _series_probe([1.0] * 3, [1.0] * 3).to_dict()
     del data["outputs"]
     assert ProbeResult.from_dict(data).outputs == []
+
+
+def test_persistent_dead_fraction_is_the_smallest_late_share():
+    layers = [LayerInfo(name="head", class_name="Dense", index=0, activation="relu", num_params=10),
+              LayerInfo(name="out", class_name="Dense", index=1, num_params=10, is_output=True)]
+    # Nine steps: the last third is the last three. Units off for one small batch
+    # raise the median, not the share that is off in every late batch.
+    series = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9, 0.55, 0.8]
+    probe = _series_probe([1.0] * 9, [1.0] * 9, layers, {"head": {"dead_fraction": series}})
+    assert _signal("dead_fraction", probe, layers[0]) == pytest.approx(0.8)
+    assert _signal("dead_fraction_persistent", probe, layers[0]) == pytest.approx(min(series[-3:]))
+    assert _signal("dead_fraction_persistent", probe, layers[1]) is None

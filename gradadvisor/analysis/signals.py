@@ -322,9 +322,13 @@ def _stat_signal(stat: str, how: str = "median"):
             return None
         if how == "max":
             return float(np.max(values))
-        if how == "late":
+        if how in ("late", "late_min"):
             # Units that die stay dead: the end of the probe says more than its start.
-            return _median(values[-max(1, len(values) // 3):])
+            late = values[-max(1, len(values) // 3):]
+            if how == "late_min":
+                late = _finite(late)
+                return float(late.min()) if late.size else None
+            return _median(late)
         return _median(values)
 
     return compute
@@ -334,6 +338,11 @@ for _name, _stat, _unit, _how, _doc in [
     ("dead_fraction", "dead_fraction", "fraction", "late",
      "Median over the last third of the steps of the fraction of ReLU units that output zero "
      "for the whole batch (dead units stay dead, so the latest steps count)."),
+    ("dead_fraction_persistent", "dead_fraction", "fraction", "late_min",
+     "Smallest fraction, over the last third of the steps, of ReLU units that output zero for "
+     "the whole batch. Units dead on every sample are dead in every batch, so this is at least "
+     "their share; a unit that is merely off for one small batch (a sparse unit, a batch of 16) "
+     "does not count unless it is off in every late batch."),
     ("saturated_fraction", "saturated_fraction", "fraction", "median",
      "Median over steps of the fraction of sigmoid/tanh outputs within 1e-2 of an asymptote."),
     ("update_ratio", "update_ratio", "ratio", "median",
