@@ -699,7 +699,7 @@ class _GradientMonitor:
             return
         if self.mode != "train_step" and optimizer.built is False:
             return  # its slots appear at the first step: taken at the first healthy measurement
-        self._take_snapshot(self._steps_done - 1)
+        self._take_snapshot(self._steps_done - 1, metrics=False)
         self._snapshot.epoch = None  # before any epoch: restoring it restarts the epoch's metrics
 
     def _healthy(self, measurement: dict, found: list) -> bool:
@@ -776,14 +776,14 @@ class _GradientMonitor:
         since_recovery = math.inf if self._recovered_step is None else step - self._recovered_step
         return step - snapshot.step >= gap and since_recovery >= gap
 
-    def _take_snapshot(self, step: int, measurement: dict | None = None):
+    def _take_snapshot(self, step: int, measurement: dict | None = None, metrics: bool = True):
         started = time.perf_counter()
         variables = _Snapshot.variables_of(self.model)
         if len(variables) != len(self._snapshot.variables) and \
                 _Snapshot.size_of(variables) > self.max_snapshot_bytes:
             return  # the optimizer's slots appeared after training began and made it too large
         rebuilt = self._snapshot.take(self.model, step, self._epoch,
-                                      (self._epoch_steps, self._epoch_mean_loss), variables)
+                                      (self._epoch_steps, self._epoch_mean_loss), variables, metrics)
         if not rebuilt:  # a copy set up anew includes tracing its read: not what copies cost
             self._snapshot_seconds.append(time.perf_counter() - started)
         self._snapshot_best_median = self._best_median

@@ -27,10 +27,14 @@ from .. import _compat
 #: The fixes a rollback can apply in flight; findings whose rules name neither
 #: (vanishing gradients, dead units) are structural and only warned about.
 RECOVERABLE_FIXES = ("clipping", "learning_rate")
-#: The clipping norm is this percentile of the healthy measurements' global gradient norms.
+#: The clipping norm is this percentile of the recent healthy measurements' global gradient norms.
 CLIP_PERCENTILE = 90.0
-#: How many healthy global gradient norms the clipping norm is taken from.
-NUM_HEALTHY_NORMS = 50
+#: How many of the most recent healthy global gradient norms the clipping norm is taken from.
+#: Gradient norms drift as a model learns (an LSTM's grew tenfold in the recovery benchmark's
+#: first few hundred steps): the measurements nearest the problem say what a healthy step of
+#: the model being trained now looks like, the early ones describe a different model and
+#: clipped there, it barely learns.
+NUM_HEALTHY_NORMS = 5
 
 
 class _Snapshot:
@@ -53,6 +57,8 @@ class _Snapshot:
         self.step: int | None = None   # the last training step whose update the snapshot holds
         self.iterations: int | None = None
         self.num_taken = 0
+        self.has_metrics = False  # whether the last copy holds the metrics' state
+        self._iterations_index: int | None = None
 
     @property
     def num_bytes(self) -> int:
@@ -78,25 +84,45 @@ class _Snapshot:
     def size_of(variables) -> int:
         return int(sum(int(np.prod(v.shape)) * np.dtype(_numpy_dtype(v)).itemsize for v in variables))
 
-    def take(self, model, step: int, epoch: int, epoch_progress: tuple, variables=None) -> bool:
-        """Copy the variables now; True when the copy was set up anew (its time includes a trace)."""
+    def take(self, model, step: int, epoch: int | None, epoch_progress: tuple, variables=None,
+             metrics: bool = True) -> bool:
+        """Copy the variables now; True when a copy was set up anew (its time includes a trace).
+
+        ``metrics=False`` leaves the compiled metrics out: a snapshot of the
+        weights a ``fit`` begins with never restores them (the epoch's
+        metrics restart), and at that point Keras has not built its compiled
+        metrics yet, so reading them would set up a copy that the first
+        step's new metric variables make stale at once.
+        """
         variables = self.variables_of(model) if variables is None else variables
         rebuilt = False
-        metric_variables = list(getattr(model, "metrics_variables", []))
-        if [id(v) for v in variables + metric_variables] != \
-                [id(v) for v in self.variables + self.metric_variables]:
-            self.variables, self.metric_variables = variables, metric_variables
+        if [id(v) for v in variables] != [id(v) for v in self.variables]:
+            self.variables = variables
             self.buffers = [np.empty(tuple(v.shape), _numpy_dtype(v)) for v in variables]
-            self.metric_buffers = [np.empty(tuple(v.shape), _numpy_dtype(v)) for v in metric_variables]
-            self.read = _read_function(variables + metric_variables)
+            self.read = _read_function(variables)
+            optimizer = getattr(model, "optimizer", None)
+            iterations = getattr(optimizer, "iterations", None)
+            self._iterations_index = next(
+                (i for i, v in enumerate(variables) if v is iterations), None)
             rebuilt = True
         # One call reads every variable: per-variable eager reads cost far more than the copies.
-        for value, buffer in zip(self.read(), self.buffers + self.metric_buffers):
+        for value, buffer in zip(self.read(), self.buffers):
             np.copyto(buffer, value.numpy().reshape(buffer.shape))
+        self.has_metrics = metrics
+        if metrics:
+            metric_variables = list(getattr(model, "metrics_variables", []))
+            if [id(v) for v in metric_variables] != [id(v) for v in self.metric_variables]:
+                self.metric_variables = metric_variables
+                self.metric_buffers = [np.empty(tuple(v.shape), _numpy_dtype(v)) for v in metric_variables]
+                self.read_metrics = _read_function(metric_variables) if metric_variables else list
+                rebuilt = True
+            for value, buffer in zip(self.read_metrics(), self.metric_buffers):
+                np.copyto(buffer, value.numpy().reshape(buffer.shape))
         self.epoch, self.epoch_progress = epoch, epoch_progress
         self.step = int(step)
-        optimizer = getattr(model, "optimizer", None)
-        self.iterations = int(optimizer.iterations.numpy()) if optimizer is not None else None
+        # The optimizer's step count is one of the variables just copied: no second read.
+        self.iterations = None if self._iterations_index is None else \
+            int(self.buffers[self._iterations_index])
         self.num_taken += 1
         return rebuilt
 
@@ -106,7 +132,7 @@ class _Snapshot:
             variable.assign(buffer)
         if not metrics:
             return None
-        if epoch == self.epoch and self.metric_variables:
+        if epoch == self.epoch and self.has_metrics and self.metric_variables:
             for variable, buffer in zip(self.metric_variables, self.metric_buffers):
                 variable.assign(buffer)
             return self.epoch_progress
