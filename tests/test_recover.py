@@ -192,6 +192,55 @@ def test_exploding_finding_triggers_a_recovery_naming_the_rule(keras, GradientMo
     assert f"{monitor.snapshot_bytes:,} bytes" in section
 
 
+def test_clipping_norm_comes_from_the_healthy_measurements_nearest_the_problem(keras, GradientMonitor):
+    from gradadvisor.callback.recovery import NUM_HEALTHY_NORMS
+
+    model, x, y = regression(keras, num_samples=768)
+    # The first ten batches are larger, so are their gradients: the norms drift as a model's do.
+    x[:10 * 32] *= 4
+    y[:10 * 32] *= 4
+    y[20 * 32 + 3] = np.nan  # the batch of step 20, after 11 healthy measurements (steps 0, 1, 3, ..., 19)
+    monitor = GradientMonitor(every_n_steps=2, on_problem="recover", loss_spike=None)
+    monitor, _, _ = fit_recording(model, GradientMonitor, x, y, batch_size=32, epochs=1, shuffle=False,
+                                  monitor=monitor)
+    [record] = monitor.recoveries
+    assert (record["step"], record["trigger"], record["restored_step"]) == (20, "nonfinite_loss", 19)
+    healthy = [entry["global_grad_norm"] for entry in monitor.history if entry["step"] < 20]
+    assert len(healthy) == 11 > NUM_HEALTHY_NORMS
+    nearest = np.percentile(healthy[-NUM_HEALTHY_NORMS:], 90)
+    assert record["global_clipnorm"] == pytest.approx(nearest)
+    # All of them would clip at a norm the recent steps never reach.
+    assert nearest < 0.5 * np.percentile(healthy, 90)
+    assert f"the 90th percentile of the last {NUM_HEALTHY_NORMS} healthy measurements' global gradient " \
+        "norms" in record["message"]
+
+
+def test_snapshots_read_each_variable_through_one_traced_function(keras, GradientMonitor, monkeypatch):
+    from gradadvisor.callback import recovery
+
+    traced = []
+    original = recovery._read_function
+
+    def recording(variables):
+        traced.append([id(v) for v in variables])
+        return original(variables)
+
+    monkeypatch.setattr(recovery, "_read_function", recording)
+    model, x, y = regression(keras)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", metrics=["mae"])
+    monitor = GradientMonitor(every_n_steps=2, on_problem="recover")
+    for epoch in range(2):  # a second fit() reuses both
+        fit_recording(model, GradientMonitor, x, y, batch_size=32, epochs=epoch + 1, initial_epoch=epoch,
+                      monitor=monitor)
+    # The compiled metrics are built at the first step, after the snapshot of the weights a fit
+    # begins with: that snapshot leaves them out, so neither read is traced twice.
+    assert len(traced) == 2 and not set(traced[0]) & set(traced[1])
+    snapshot = monitor._snapshot
+    assert snapshot.has_metrics and len(snapshot.metric_variables) == len(model.metrics_variables)
+    assert snapshot.iterations == snapshot.step + 1 == int(
+        snapshot.buffers[[id(v) for v in snapshot.variables].index(id(model.optimizer.iterations))])
+
+
 # --------------------------------------------------------------------------
 # With the rest of fit()
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import UsageError
 from .findings import _caller_stacklevel, _describe_finding, _evaluate
 from .probe_batch import _ProbeBatch
-from .recovery import (NUM_HEALTHY_NORMS, RECOVERABLE_FIXES, _plan, _Snapshot, apply_clipping,
+from .recovery import (CLIP_PERCENTILE, NUM_HEALTHY_NORMS, RECOVERABLE_FIXES, _plan, _Snapshot, apply_clipping,
                        clip_norm_from, rebuild_train_functions, scale_learning_rate)
 from .tensorboard import _TENSORBOARD_GROUPS, _write_histogram, _write_scalar
 from .train_step import _LiveTrainStep, _train_step_unavailable, _unwrap
@@ -142,8 +142,9 @@ class _GradientMonitor:
 
         - the first time clipping is called for (a NaN or spiking loss, a
           finding that names clipping): global gradient clipping
-          (``global_clipnorm``) at the 90th percentile of the healthy
-          measurements' global gradient norms;
+          (``global_clipnorm``) at the 90th percentile of the global
+          gradient norms of the last 5 healthy measurements (those nearest
+          the problem: norms drift as a model learns);
         - when the run diverges again before a new snapshot (the remedy did
           not hold), and at every climbing loss: the learning rate times
           ``recovery_lr_factor``. A float learning rate is assigned its new
@@ -852,8 +853,9 @@ class _GradientMonitor:
                 scale = "learning_rate" in candidates
             else:
                 changed, words = apply_clipping(optimizer, norm)
-                changes.append(words + (f" (the {90:g}th percentile of {len(self._healthy_norms)} healthy "
-                                        "measurements' global gradient norms)" if changed else ""))
+                changes.append(words + (f" (the {CLIP_PERCENTILE:g}th percentile of the last "
+                                        f"{len(self._healthy_norms)} healthy measurements' global gradient "
+                                        "norms)" if changed else ""))
                 retrace |= changed
                 self._clipped_by_monitor |= changed
                 if not changed:
