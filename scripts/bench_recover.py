@@ -110,15 +110,16 @@ def build_mlp(keras, learning_rate):
     ], name="digits_mlp"), learning_rate)
 
 
-def build_lstm(keras, learning_rate, activation):
-    """An LSTM of 32 units over LSTM_STEPS timesteps, a linear 10-way output.
+def build_lstm(keras, learning_rate, activation, timesteps=None):
+    """An LSTM of 32 units over ``timesteps`` (LSTM_STEPS) timesteps, a linear 10-way output.
 
     ``activation="relu"`` (a common choice in tutorials) leaves the cell
     state and the output unbounded: as the recurrent weights grow with
     training, the recurrence's gain passes 1 and its gradients explode.
     """
+    timesteps = timesteps or LSTM_STEPS
     return _compile(keras, keras.Sequential([
-        keras.Input(shape=(LSTM_STEPS, 64 // LSTM_STEPS)),
+        keras.Input(shape=(timesteps, 64 // timesteps)),
         keras.layers.LSTM(32, activation=activation, name="lstm"),
         keras.layers.Dense(10, name="output"),
     ], name="digits_lstm"), learning_rate)
@@ -198,9 +199,9 @@ def run_fault(keras, tf, fault):
         entry["weights_finite"] = bool(all(np.isfinite(w).all() for w in weights))
         entry["max_abs_weight"] = float(max(np.max(np.abs(w)) for w in weights))
         if monitor is not None:
-            entry["recoveries"] = [{key: record[key] for key in (
-                "step", "trigger", "rules", "restored_step", "global_clipnorm", "learning_rate_scale")}
-                for record in monitor.recoveries]
+            entry["recoveries"] = [{key: record.get(key) for key in (
+                "step", "trigger", "rules", "restored_step", "global_clipnorm", "global_clipnorm_refit",
+                "learning_rate_scale")} for record in monitor.recoveries]
             entry["stop_reason"] = monitor.stop_reason
             entry["snapshot_bytes"] = monitor.snapshot_bytes
             entry["num_params"] = int(model.count_params())
@@ -297,16 +298,65 @@ def _time_hooks(monitor):
     return totals
 
 
+def explosion_sweep(keras, rates, timesteps_list, seeds, epochs):
+    """When, if ever, the relu LSTM's loss turns non-finite with no monitor, per rate, length and seed."""
+    x, y, x_val, y_val = digits()
+    found = []
+
+    class FirstNonFinite(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.step, self.first = 0, None
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.first is None and not math.isfinite(logs["loss"]):
+                self.first = self.step
+            self.step += 1
+
+    for timesteps in timesteps_list:
+        shape = (-1, timesteps, 64 // timesteps)
+        for rate in rates:
+            for seed in seeds:
+                keras.utils.set_random_seed(seed)
+                model = build_lstm(keras, rate, "relu", timesteps)
+                watch = FirstNonFinite()
+                history = model.fit(x.reshape(shape), y, batch_size=BATCH, epochs=epochs, verbose=0,
+                                    validation_data=(x_val.reshape(shape), y_val), callbacks=[watch])
+                accuracy = history.history["val_accuracy"]
+                entry = {"timesteps": timesteps, "learning_rate": rate, "seed": seed,
+                         "first_nonfinite_step": watch.first, "final_val_accuracy": accuracy[-1],
+                         "best_val_accuracy_before": max(
+                             accuracy[:max(1, (watch.first or 10**9) // math.ceil(1437 / BATCH))])}
+                found.append(entry)
+                print(f"  relu LSTM, {timesteps} timesteps, rate {rate:g}, seed {seed}: non-finite loss from "
+                      f"step {watch.first}, final val. acc. {accuracy[-1]:.3f}, best before "
+                      f"{entry['best_val_accuracy_before']:.3f}", flush=True)
+    return found
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated: " + ", ".join(FAULTS))
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the healthy-run cost (0 skips it)")
     parser.add_argument("--cost-epochs", type=int, default=10)
     parser.add_argument("--json", help="also write the results there")
+    parser.add_argument("--explosion-sweep", metavar="RATES",
+                        help="instead, train the relu LSTM with no monitor at these comma-separated constant "
+                             "rates and print the step its loss first turns non-finite")
+    parser.add_argument("--timesteps", default=str(LSTM_STEPS), help="with --explosion-sweep: comma-separated")
+    parser.add_argument("--seeds", default="0", help="with --explosion-sweep: comma-separated")
     args = parser.parse_args(argv)
     from gradadvisor._tf import import_keras
 
     tf, keras = import_keras()
+    if args.explosion_sweep:
+        found = explosion_sweep(keras, [float(r) for r in args.explosion_sweep.split(",")],
+                                [int(t) for t in args.timesteps.split(",")], [int(s) for s in args.seeds.split(",")],
+                                16)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as handle:
+                json.dump({"explosion_sweep": found, "load_average_at_end": os.getloadavg()}, handle, indent=2)
+        return 0
     results = {"faults": {}, "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}
     for name in [n for n in args.faults.split(",") if n]:
         if name not in FAULTS:

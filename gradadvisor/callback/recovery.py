@@ -35,6 +35,9 @@ CLIP_PERCENTILE = 90.0
 #: the model being trained now looks like, the early ones describe a different model and
 #: clipped there, it barely learns.
 NUM_HEALTHY_NORMS = 5
+#: After a recovery that set clipping, how many measurements (at steps 1, 2, 4, 8, ... after it)
+#: the clipping norm is taken again from.
+REFIT_MEASUREMENTS = 4
 
 
 class _Snapshot:
