@@ -144,7 +144,12 @@ class _GradientMonitor:
           finding that names clipping): global gradient clipping
           (``global_clipnorm``) at the 90th percentile of the global
           gradient norms of the last 5 healthy measurements (those nearest
-          the problem: norms drift as a model learns);
+          the problem: norms drift as a model learns). Measurements are
+          then taken 1, 2, 3 and 5 steps after the recovery; when the 90th
+          percentile of their norms (read before clipping) is higher, the
+          clipping is loosened halfway (geometric mean) towards it, since
+          measurements are sparse once training is under way and the
+          healthy ones can be hundreds of steps old;
         - when the run diverges again before a new snapshot (the remedy did
           not hold), and at every climbing loss: the learning rate times
           ``recovery_lr_factor``. A float learning rate is assigned its new
@@ -187,7 +192,9 @@ class _GradientMonitor:
             ``restored_iterations``, ``skipped_steps`` (``[first, last]``,
             the steps whose updates were undone), ``global_clipnorm`` and
             ``learning_rate_scale`` after it (the product of every factor so
-            far), ``changes`` (in words) and ``message`` (the warning's
+            far), ``changes`` (in words; a later loosening of the clipping
+            is appended), ``global_clipnorm_refit`` (the loosened norm, when
+            the clipping was loosened) and ``message`` (the warning's
             text). Each epoch's ``logs`` (and so ``model.history.history``
             and callbacks listed after the monitor) hold ``recoveries``, the
             number made in that epoch.
@@ -524,7 +531,8 @@ class _GradientMonitor:
         """Whether the coming step is due a scheduled measurement."""
         if self._steps_done < self._next_check:
             return False
-        if self.every_n_steps is not None or len(self.history) < _FREE_CHECKS:
+        # The measurements a clipping refit waits for are part of the recovery's cost, not the budget's.
+        if self.every_n_steps is not None or len(self.history) < _FREE_CHECKS or self._clip_refit is not None:
             return True
         return self._seconds_measuring <= self.max_overhead * self._seconds_training
 
