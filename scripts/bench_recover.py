@@ -199,9 +199,9 @@ def run_fault(keras, tf, fault):
         entry["weights_finite"] = bool(all(np.isfinite(w).all() for w in weights))
         entry["max_abs_weight"] = float(max(np.max(np.abs(w)) for w in weights))
         if monitor is not None:
-            entry["recoveries"] = [{key: record.get(key) for key in (
-                "step", "trigger", "rules", "restored_step", "global_clipnorm", "global_clipnorm_refit",
-                "learning_rate_scale")} for record in monitor.recoveries]
+            entry["recoveries"] = [{key: record[key] for key in (
+                "step", "trigger", "rules", "restored_step", "global_clipnorm", "learning_rate_scale")}
+                for record in monitor.recoveries]
             entry["stop_reason"] = monitor.stop_reason
             entry["snapshot_bytes"] = monitor.snapshot_bytes
             entry["num_params"] = int(model.count_params())

@@ -14,8 +14,8 @@ import numpy as np
 from ..errors import UsageError
 from .findings import _caller_stacklevel, _describe_finding, _evaluate
 from .probe_batch import _ProbeBatch
-from .recovery import (CLIP_PERCENTILE, NUM_HEALTHY_NORMS, RECOVERABLE_FIXES, REFIT_MEASUREMENTS, _plan,
-                       _Snapshot, apply_clipping, clip_norm_from, rebuild_train_functions, scale_learning_rate)
+from .recovery import (CLIP_PERCENTILE, NUM_HEALTHY_NORMS, RECOVERABLE_FIXES, _plan, _Snapshot, apply_clipping,
+                       clip_norm_from, rebuild_train_functions, scale_learning_rate)
 from .tensorboard import _TENSORBOARD_GROUPS, _write_histogram, _write_scalar
 from .train_step import _LiveTrainStep, _train_step_unavailable, _unwrap
 
@@ -144,12 +144,7 @@ class _GradientMonitor:
           finding that names clipping): global gradient clipping
           (``global_clipnorm``) at the 90th percentile of the global
           gradient norms of the last 5 healthy measurements (those nearest
-          the problem: norms drift as a model learns). Measurements are
-          then taken 1, 2, 3 and 5 steps after the recovery; when the 90th
-          percentile of their norms (read before clipping) is higher, the
-          clipping is loosened halfway (geometric mean) towards it, since
-          measurements are sparse once training is under way and the
-          healthy ones can be hundreds of steps old;
+          the problem: norms drift as a model learns);
         - when the run diverges again before a new snapshot (the remedy did
           not hold), and at every climbing loss: the learning rate times
           ``recovery_lr_factor``. A float learning rate is assigned its new
@@ -192,9 +187,7 @@ class _GradientMonitor:
             ``restored_iterations``, ``skipped_steps`` (``[first, last]``,
             the steps whose updates were undone), ``global_clipnorm`` and
             ``learning_rate_scale`` after it (the product of every factor so
-            far), ``changes`` (in words; a later loosening of the clipping
-            is appended), ``global_clipnorm_refit`` (the loosened norm, when
-            the clipping was loosened) and ``message`` (the warning's
+            far), ``changes`` (in words) and ``message`` (the warning's
             text). Each epoch's ``logs`` (and so ``model.history.history``
             and callbacks listed after the monitor) hold ``recoveries``, the
             number made in that epoch.
@@ -322,9 +315,6 @@ class _GradientMonitor:
         self._snapshot_seconds: collections.deque = collections.deque(maxlen=8)
         self._healthy_updates: collections.deque = collections.deque(maxlen=window)
         self._clipped_by_monitor = False
-        # After a recovery that set clipping: the global gradient norms measured since, from which
-        # the clipping norm is taken again once REFIT_MEASUREMENTS are in (None when not pending).
-        self._clip_refit: list | None = None
         self._last_recovery_snapshot = None
         self._learning_rate_scale = 1.0
         self._epoch_recoveries = 0
@@ -531,8 +521,7 @@ class _GradientMonitor:
         """Whether the coming step is due a scheduled measurement."""
         if self._steps_done < self._next_check:
             return False
-        # The measurements a clipping refit waits for are part of the recovery's cost, not the budget's.
-        if self.every_n_steps is not None or len(self.history) < _FREE_CHECKS or self._clip_refit is not None:
+        if self.every_n_steps is not None or len(self.history) < _FREE_CHECKS:
             return True
         return self._seconds_measuring <= self.max_overhead * self._seconds_training
 
@@ -609,8 +598,6 @@ class _GradientMonitor:
         measurement.update(epoch=self._epoch, batch=batch)
         self.history.append(measurement)
         self._window.append(measurement)
-        if self._clip_refit is not None:
-            self._refit_clipping(measurement)
         if self._writer is not None:
             self._write_tensorboard(measurement, histograms)
         if not self._action_rules and self._snapshot is None:
@@ -883,12 +870,6 @@ class _GradientMonitor:
                            "the last recovery" if not repeated else
                            "nothing else: the problem names no fix a rollback can apply")
         self._last_recovery_snapshot = snapshot.num_taken
-        # The clipping norm came from healthy measurements that can be hundreds of steps old;
-        # measurements close after the recovery say what the restored model's gradients are.
-        self._clip_refit = [] if clip and self._clipped_by_monitor and any(
-            "global gradient clipping at norm" in words for words in changes) else None
-        if self._clip_refit is not None:
-            self._next_check, self._gap = step + 2, 1
         if retrace:
             rebuild_train_functions(self)
         self._window = collections.deque((entry for entry in self._window if entry["step"] <= snapshot.step),
@@ -925,47 +906,6 @@ class _GradientMonitor:
             self._write_recovery(record)
         warnings.warn(message, GradientWarning, stacklevel=_caller_stacklevel())
         return record
-
-    def _refit_clipping(self, measurement: dict):
-        """Take the clipping norm again from the measurements just after a recovery that set it.
-
-        Those measurements read the gradients before clipping, on weights
-        that grew from the restored snapshot under the remedy.  Once
-        :data:`REFIT_MEASUREMENTS` are in, the clipping norm moves halfway
-        (geometrically) towards their :data:`CLIP_PERCENTILE` if that is
-        higher: clipped below what the model's gradients are now, a run
-        barely learns.  A
-        measurement that is not finite, or whose loss is far above the
-        snapshot's, ends the refit with the clipping as it is.
-        """
-        norms = self._clip_refit
-        loss, norm = measurement["loss"], measurement["global_grad_norm"]
-        high = self.loss_spike is not None and self._snapshot_median and \
-            loss > self.loss_spike ** 0.25 * self._snapshot_median
-        if not (math.isfinite(loss) and math.isfinite(norm)) or high or self.model.stop_training:
-            self._clip_refit = None
-            return
-        norms.append(norm)
-        if len(norms) < REFIT_MEASUREMENTS:
-            return
-        self._clip_refit = None
-        optimizer = self.model.optimizer
-        current, measured = getattr(optimizer, "global_clipnorm", None), clip_norm_from(norms)
-        if not current or measured is None or measured <= current:
-            return
-        # Halfway (geometrically): weights restored just before a blow-up can have gradients far
-        # above any healthy step's, and loosening all the way lets the run blow up again.
-        refit = math.sqrt(current * measured)
-        optimizer.global_clipnorm = float(refit)
-        rebuild_train_functions(self)
-        record = self.recoveries[-1]
-        words = (f"global gradient clipping loosened from norm {current:.3g} to {refit:.3g}, halfway (geometric "
-                 f"mean) to {measured:.3g}, the {CLIP_PERCENTILE:g}th percentile of the {len(norms)} global "
-                 f"gradient norms measured since the recovery at step {record['step']}")
-        record["changes"].append(words)
-        record["global_clipnorm_refit"] = float(refit)
-        warnings.warn(f"GradientMonitor, at step {measurement['step']}: {words}.", GradientWarning,
-                      stacklevel=_caller_stacklevel())
 
     def _write_recovery(self, record: dict):
         tf, _ = _import()

@@ -32,12 +32,8 @@ CLIP_PERCENTILE = 90.0
 #: How many of the most recent healthy global gradient norms the clipping norm is taken from.
 #: Gradient norms drift as a model learns (the recovery benchmark's relu LSTM: about 0.2 over
 #: its first 40 steps, 0.4 to 5 over steps 47-117): the measurements nearest the problem say
-#: what a healthy step of the model being trained now looks like, the early ones describe a
-#: different model, and clipped at their norms it barely learns.
+#: what a healthy step of the model being trained now looks like, not the early ones.
 NUM_HEALTHY_NORMS = 5
-#: After a recovery that set clipping, how many measurements (at steps 1, 2, 4, 8, ... after it)
-#: the clipping norm is taken again from.
-REFIT_MEASUREMENTS = 4
 
 
 class _Snapshot:
