@@ -18,10 +18,13 @@ level; the table's "without recovery" column shows whether it did.
 ``lstm-explode``
     An LSTM of 32 units reading each image as 16 timesteps of 4 pixels, with
     ``activation="relu"`` (unbounded cell state and output) and a constant
-    learning rate: it learns for some hundreds of steps, until its recurrent
-    weights have grown enough for the recurrence to amplify what it carries
-    from step to step and its gradients explode. The fault-free run is the
-    same LSTM with its default tanh.
+    learning rate of 0.05: its gradients grow as it starts to learn (global
+    norm about 0.2 for 40 steps, then up to 5) until one step blows up, at
+    step 121, and its loss is NaN from step 122. That is early (epoch 3),
+    not after some hundreds of steps: ``--explosion-sweep`` shows when, if
+    ever, the relu LSTM explodes at other rates, lengths and seeds. The
+    fault-free run is the same LSTM, same rate, seed and data, with its
+    default tanh activation.
 
 Each fault is trained three times: without the fault (plain ``fit``), with the
 fault and no monitor, and with the fault and ``GradientMonitor(on_problem=
@@ -37,10 +40,16 @@ side by side see the same load on a shared machine). The ratio is recover over
 warn, per round (paired), median over rounds; the snapshot's copy at each
 ``fit`` call's start and at each healthy measurement is included.
 
+With ``--explosion-sweep RATES`` it does none of that and instead trains the
+relu LSTM with no monitor at each constant rate (and each of ``--timesteps``
+and ``--seeds``) for the same 720 steps, printing the step its loss first
+turns non-finite and its validation accuracy.
+
 Usage (from a checkout)::
 
     python scripts/bench_recover.py                      # every fault, 5 cost rounds
     python scripts/bench_recover.py --faults lr-jump --rounds 3 --json out.json
+    python scripts/bench_recover.py --explosion-sweep 0.03,0.05 --timesteps 16,32 --seeds 0,1
 """
 
 from __future__ import annotations
@@ -167,8 +176,8 @@ class Fault:
 FAULTS = {
     "lr-jump": Fault("lr-jump", 16, "small CNN, learning rate 0.01 jumps to 3.0 (300x) at mid-training"),
     "outliers": Fault("outliers", 16, f"MLP on a tf.data stream, one batch of inputs x{OUTLIER_SCALE:g} mid-epoch"),
-    "lstm-explode": Fault("lstm-explode", 16, "LSTM with relu activation (16 timesteps), constant learning "
-                          "rate: its recurrence's gradients explode as its weights grow"),
+    "lstm-explode": Fault("lstm-explode", 16, f"LSTM with relu activation ({LSTM_STEPS} timesteps), constant "
+                          f"learning rate {LSTM_LEARNING_RATE:g}: its gradients explode as it starts to learn"),
 }
 
 
