@@ -209,9 +209,10 @@ def run_fault(keras, tf, fault):
         entry["max_abs_weight"] = float(max(np.max(np.abs(w)) for w in weights))
         if monitor is not None:
             entry["recoveries"] = [{key: record[key] for key in (
-                "step", "trigger", "rules", "restored_step", "global_clipnorm", "learning_rate_scale")}
+                "step", "trigger", "rules", "restored_step", "global_clipnorm", "learning_rate_scale", "changes")}
                 for record in monitor.recoveries]
             entry["stop_reason"] = monitor.stop_reason
+            entry["final_global_clipnorm"] = getattr(model.optimizer, "global_clipnorm", None)
             entry["snapshot_bytes"] = monitor.snapshot_bytes
             entry["num_params"] = int(model.count_params())
             entry["measurements"] = len(monitor.history)

@@ -215,6 +215,27 @@ def test_clipping_norm_comes_from_the_healthy_measurements_nearest_the_problem(k
         "norms" in record["message"]
 
 
+def test_clipping_set_by_a_recovery_is_loosened_step_by_step_as_the_run_stays_healthy(keras, GradientMonitor):
+    model, x, y = regression(keras, num_samples=80 * 32)
+    y[5 * 32 + 3] = np.nan
+    monitor = GradientMonitor(every_n_steps=4, on_problem="recover")
+    monitor, history, messages = fit_recording(model, GradientMonitor, x, y, batch_size=32, epochs=1,
+                                               shuffle=False, monitor=monitor)
+    [record] = monitor.recoveries
+    installed = record["global_clipnorm"]
+    loosened = [words for words in record["changes"] if words.startswith("global gradient clipping loosened")]
+    # Doubled at each healthy snapshot, which waits for 50 good batch losses after the recovery,
+    # up to loss_spike (10) times the norm set: four loosenings, each a warning.
+    norms = [installed, 2 * installed, 4 * installed, 8 * installed, 10 * installed]
+    assert loosened == [
+        f"global gradient clipping loosened from norm {low:.3g} to {high:.3g} after a healthy snapshot (at most "
+        f"{10 * installed:.3g}, 10 times the norm set)" for low, high in zip(norms, norms[1:])]
+    assert model.optimizer.global_clipnorm == pytest.approx(10 * installed)
+    steps = [int(m.split(" at step ")[1].split(":")[0]) for m in messages if "loosened" in m]
+    assert len(steps) == 4 and steps[0] >= 5 + 50 and steps == sorted(steps)
+    assert all_finite(model) and math.isfinite(history.history["loss"][-1])
+
+
 def test_snapshots_read_each_variable_through_one_traced_function(keras, GradientMonitor, monkeypatch):
     from gradadvisor.callback import recovery
 

@@ -144,7 +144,12 @@ class _GradientMonitor:
           finding that names clipping): global gradient clipping
           (``global_clipnorm``) at the 90th percentile of the global
           gradient norms of the last 5 healthy measurements (those nearest
-          the problem: norms drift as a model learns);
+          the problem: norms drift as a model learns), then doubled at each
+          new healthy snapshot (vouched for by a measurement or by 50 good
+          batch losses) up to ``loss_spike`` times that norm: measurements
+          are sparse once training is under way, so the healthy ones can be
+          hundreds of steps old, and a model clipped far below its current
+          gradients barely learns;
         - when the run diverges again before a new snapshot (the remedy did
           not hold), and at every climbing loss: the learning rate times
           ``recovery_lr_factor``. A float learning rate is assigned its new
@@ -315,6 +320,7 @@ class _GradientMonitor:
         self._snapshot_seconds: collections.deque = collections.deque(maxlen=8)
         self._healthy_updates: collections.deque = collections.deque(maxlen=window)
         self._clipped_by_monitor = False
+        self._clip_installed = None  # the norm the last recovery that clipped set
         self._last_recovery_snapshot = None
         self._learning_rate_scale = 1.0
         self._epoch_recoveries = 0
@@ -443,6 +449,7 @@ class _GradientMonitor:
                 return
             if self._snapshot_due(last_step) and self._losses_vouch(rise, level):
                 self._take_snapshot(last_step)
+                self._loosen_clipping(last_step)
             return
         if not math.isfinite(batch_loss):
             if not was_finite:
@@ -606,6 +613,7 @@ class _GradientMonitor:
         found = _evaluate(probe, self._action_rules) if self._action_rules else []
         if self._snapshot is not None and self._healthy(measurement, found):
             self._take_snapshot(measurement["step"], measurement)
+            self._loosen_clipping(measurement["step"])
         new = []
         for finding in found:
             key = (finding.rule, finding.first_layer)
@@ -858,6 +866,8 @@ class _GradientMonitor:
                                         "norms)" if changed else ""))
                 retrace |= changed
                 self._clipped_by_monitor |= changed
+                if changed:
+                    self._clip_installed = float(optimizer.global_clipnorm)
                 if not changed:
                     scale = "learning_rate" in candidates
         if scale:
@@ -906,6 +916,32 @@ class _GradientMonitor:
             self._write_recovery(record)
         warnings.warn(message, GradientWarning, stacklevel=_caller_stacklevel())
         return record
+
+    def _loosen_clipping(self, step: int):
+        """Double the clipping a recovery set at each new healthy snapshot, up to ``loss_spike`` times it.
+
+        The clipping norm comes from healthy measurements that can be far
+        older than the problem (measurements are sparse once training is
+        under way), and a model clipped well below its gradients barely
+        learns; a snapshot vouched for under the clipping (by a measurement,
+        or by a stretch of batch losses) earns it a little more room. At
+        most four loosenings (and retraces) per clipping set.
+        """
+        optimizer = self.model.optimizer
+        current = getattr(optimizer, "global_clipnorm", None)
+        if not (self._clipped_by_monitor and current and self._clip_installed and self.recoveries):
+            return
+        ceiling = (self.loss_spike or 10.0) * self._clip_installed
+        if current >= ceiling:
+            return
+        loosened = min(2 * current, ceiling)
+        optimizer.global_clipnorm = float(loosened)
+        rebuild_train_functions(self)
+        words = (f"global gradient clipping loosened from norm {current:.3g} to {loosened:.3g} after a healthy "
+                 f"snapshot (at most {ceiling:.3g}, {self.loss_spike or 10.0:g} times the norm set)")
+        self.recoveries[-1]["changes"].append(words)
+        warnings.warn(f"GradientMonitor, at step {step}: {words}.", GradientWarning,
+                      stacklevel=_caller_stacklevel())
 
     def _write_recovery(self, record: dict):
         tf, _ = _import()
