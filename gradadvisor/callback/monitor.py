@@ -146,10 +146,10 @@ class _GradientMonitor:
           gradient norms of the last 5 healthy measurements (those nearest
           the problem: norms drift as a model learns), then doubled at each
           new healthy snapshot (vouched for by a measurement or by 50 good
-          batch losses) up to ``loss_spike`` times that norm: measurements
-          are sparse once training is under way, so the healthy ones can be
-          hundreds of steps old, and a model clipped far below its current
-          gradients barely learns;
+          batch losses) up to ``loss_spike`` (10 when None) times that
+          norm: measurements are sparse once training is under way, so the
+          healthy ones can be hundreds of steps old, and a model clipped
+          far below its current gradients barely learns;
         - when the run diverges again before a new snapshot (the remedy did
           not hold), and at every climbing loss: the learning rate times
           ``recovery_lr_factor``. A float learning rate is assigned its new

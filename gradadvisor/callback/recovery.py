@@ -57,6 +57,7 @@ class _Snapshot:
         self.iterations: int | None = None
         self.num_taken = 0
         self.has_metrics = False  # whether the last copy holds the metrics' state
+        self.read = self.read_metrics = list  # set up (traced) when the variables to read are known
         self._iterations_index: int | None = None
 
     @property
