@@ -49,7 +49,8 @@ class RunResult:
         chance_loss: The chance-level loss of the task (None: not a classifier).
         losses: Training loss of every step, in order.
         stopped: Why training stopped early (None if it ran every step).
-        step_seconds: Seconds per plain training step (tracing excluded).
+        step_seconds: CPU seconds of this process per plain training step
+            (tracing excluded), which a busy machine does not inflate.
     """
 
     probe: object
@@ -151,7 +152,7 @@ def _probe_and_evaluate(result: RunResult, work, train, val, steps, batch_size, 
 
 def _train(work, model, train: Data, steps: int, batch_size: int, seed: int, loss_fn, cut_off: bool,
            total_steps: int) -> tuple:
-    """``(losses, why stopped or None, seconds per step)``: plain training steps, no statistics.
+    """``(losses, why stopped or None, CPU seconds per step)``: plain training steps, no statistics.
 
     ``work`` trains with a fresh copy of ``model``'s optimizer, as the probe does.
     """
@@ -186,7 +187,7 @@ def _train(work, model, train: Data, steps: int, batch_size: int, seed: int, los
         y = [tf.convert_to_tensor(t) for t in y] if isinstance(y, list) else tf.convert_to_tensor(y)
         losses.append(float(step(x, y)))
         if index == 0:
-            timed_from = time.perf_counter()
+            timed_from = time.process_time()
         if not math.isfinite(losses[-1]):
             return losses, "non-finite loss", None
         reason = hopeless(losses, total_steps) if cut_off else None
@@ -196,7 +197,7 @@ def _train(work, model, train: Data, steps: int, batch_size: int, seed: int, los
 
 
 def _per_step(since, count) -> float | None:
-    return None if since is None or count < 1 else (time.perf_counter() - since) / count
+    return None if since is None or count < 1 else (time.process_time() - since) / count
 
 
 def hopeless(losses: list, total_steps: int) -> str | None:

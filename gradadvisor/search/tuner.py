@@ -49,7 +49,11 @@ def _tuner_classes():
         """
 
         starts: list = []
+        #: When to stop starting trials, read on :attr:`clock`.
         deadline: float | None = None
+        #: The clock of the deadline: wall time, or this process's CPU time
+        #: for a budget sized from measured CPU step times.
+        clock: Callable = time.perf_counter
         #: Trials handed out before the deadline may stop the search.
         min_trials: int = 0
         on_end: Callable | None = None
@@ -61,7 +65,7 @@ def _tuner_classes():
         def populate_space(self, trial_id):
             if self.satisfied:
                 return {"status": "STOPPED"}
-            if (self.deadline is not None and time.perf_counter() > self.deadline
+            if (self.deadline is not None and self.clock() > self.deadline
                     and len(self.trials) >= self.min_trials):
                 return {"status": "STOPPED"}
             while self.starts:
