@@ -437,3 +437,23 @@ def test_an_adaptive_optimizer_far_above_its_rate_gets_its_standard_rate_early(k
     # Only the optimizer changes in the second start.
     assert starts[1]["optimizer"] == standard and starts[1]["learning_rate_scale"] == 1.0
     assert starts[1]["clipping"] == "none" and starts[1].get("initializer", "keep") == "keep"
+
+
+def test_exploding_through_time_opens_gated_cells(keras_module):
+    keras = keras_module
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((30, 1)),
+        keras.layers.SimpleRNN(8, activation="relu", name="rnn",
+                               recurrent_initializer=keras.initializers.Orthogonal(gain=3.0, seed=0)),
+        keras.layers.Dense(2, activation="softmax", name="output")], name="relu_rnn")
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 30, 1)).astype("float32")
+    y = (x[:, 0, 0] > 0).astype("int32")
+    diagnosis = diagnose(model, x, y, steps=5)
+    assert "GA202" in {f.rule for f in diagnosis.findings}
+    dimensions = {d.name: d for d in search_space(diagnosis, model)}
+    assert "GA202" in dimensions["cell"].opened_by and "clipping" in dimensions
+    starts = expert_starts(list(dimensions.values()), diagnosis, model)
+    assert any(s["cell"] == "gru" and s["optimizer"] == "adam:0.01" for s in starts[:3])
