@@ -177,6 +177,10 @@ def test_learning_needs_a_fall_below_start_and_chance():
     assert run(5.0, 100.0, chance=None).learns  # regression: its start only
     assert run(0.66, 0.75).score >= NOT_LEARNING_PENALTY
     assert run(0.3, 0.7, status="warning").score < run(0.66, 0.75).score
+    # Ending the search early asks for a margin: 0.8x, not 0.9x.
+    assert run(0.5, 0.7).learns_clearly and run(4.0, 100.0, chance=None).learns_clearly
+    assert run(0.6, 0.7).learns and not run(0.6, 0.7).learns_clearly
+    assert not run(0.66, 0.75).learns_clearly
 
 
 def test_chance_loss_from_the_labels():

@@ -22,8 +22,8 @@ CPU seconds ends within about ``S`` wall seconds there.  A ``time_budget``
 the caller gives is wall time, as a person means it.
 
 When neither trial steps nor a time budget is given, the search also starts no new trial once one has
-learned (held-out loss at most 0.9x its start and chance) with a healthy
-probe: the textbook remedies come first, so a repair found by the first
+learned clearly (held-out loss at most 0.8x its start and chance, where
+learning asks for 0.9x) with a healthy probe: the textbook remedies come first, so a repair found by the first
 trials is confirmed at once instead of spending the rest of the budget.
 
 A search of the default budget then ends, confirmation included, within about
@@ -110,7 +110,7 @@ def size_budget(model, probe, *, max_trials: int, trial_steps: int | None, confi
                      "probe step)")
     stop_when_learned = automatic and untouched
     if stop_when_learned:
-        sized.append("no new trial after the first that learns with a healthy probe")
+        sized.append("no new trial after the first that learns clearly with a healthy probe")
     return {"max_trials": max_trials, "trial_steps": int(trial_steps),
             "confirm_steps": int(confirm_steps or 2 * trial_steps), "time_budget": time_budget,
             "tuner": tuner, "sized": sized, "automatic_time_budget": automatic,

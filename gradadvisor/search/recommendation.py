@@ -383,7 +383,7 @@ def _trial_runner(request: _Request, oracle) -> Callable:
                         f"trial {len(started_trials)}: trying {setup_from_values(values).describe()}")
         steps = max(2, int(budget["trial_steps"] * fraction))
         result = request.run(candidate, steps, in_place=True, cut_off=True)
-        if budget.get("stop_when_learned") and result.learns and result.status == "healthy":
+        if budget.get("stop_when_learned") and result.learns_clearly and result.status == "healthy":
             oracle.satisfied = True
         if resize_time_budget(budget, result.step_seconds) and getattr(oracle, "deadline", None) is not None:
             oracle.deadline = request.clock_start + budget["time_budget"]

@@ -28,6 +28,12 @@ NOT_LEARNING_PENALTY = 1.0e3
 #: A model learns when its held-out loss ends at most this factor times its
 #: start (and, for a classifier, times the chance-level loss).
 LEARNING_FACTOR = 0.9
+#: A trial ends the search early (when the budget allows it) only if its
+#: held-out loss is at most this factor times its start and chance: a trial
+#: that learns by a hair at ``LEARNING_FACTOR`` may not learn in a
+#: confirmation twice as long (a tanh network on raw breast-cancer features
+#: went from 0.565 after 60 steps to 0.611 after 120, chance 0.657).
+CLEAR_LEARNING_FACTOR = 0.8
 #: Steps of the probe that ends each run; the rest train without statistics.
 PROBE_STEPS = 15
 _STATUS_PENALTY = {"healthy": 0.0, "warning": 10.0, "error": 100.0}
@@ -73,6 +79,14 @@ class RunResult:
         if self.start_loss is not None and not self.val_loss <= LEARNING_FACTOR * self.start_loss:
             return False
         return self.chance_loss is None or self.val_loss <= LEARNING_FACTOR * self.chance_loss
+
+    @property
+    def learns_clearly(self) -> bool:
+        """Whether it learns with a margin: :attr:`learns`, at :data:`CLEAR_LEARNING_FACTOR`."""
+        if not self.learns:
+            return False
+        bounds = [b for b in (self.start_loss, self.chance_loss) if b is not None]
+        return all(self.val_loss <= CLEAR_LEARNING_FACTOR * bound for bound in bounds)
 
     @property
     def score(self) -> float:

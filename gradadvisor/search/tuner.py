@@ -58,7 +58,7 @@ def _tuner_classes():
         min_trials: int = 0
         on_end: Callable | None = None
         stop_seen: bool = False
-        #: Set once a trial learned with a healthy probe, when the budget allows
+        #: Set once a trial learned clearly with a healthy probe, when the budget allows
         #: stopping there: no new trial is started after it.
         satisfied: bool = False
 
