@@ -183,7 +183,7 @@ def expert_starts(dimensions, diagnosis, model=None) -> list:
     remedies are evaluated before them so a small budget is not wasted.
 
     Args:
-        dimensions: The searched :class:`Dimension` s.
+        dimensions: The searched dimensions (:class:`Dimension`).
         diagnosis: The diagnosis they were opened from.
         model: The model searched; its optimizer and layers pick the
             standard-rate optimizer tried early (see :func:`standard_optimizer`).
