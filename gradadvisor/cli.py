@@ -102,7 +102,7 @@ def main_group(ctx, debug):
 @click.option("--save-fixed", metavar="PATH", help="Write the recommended, freshly initialised model here (.keras).")
 @click.option("--max-trials", type=click.IntRange(min=1, max=500), default=10, show_default=True, help="Search budget: candidate setups to try.")
 @click.option("--trial-steps", type=click.IntRange(min=2, max=100000), default=None, help="Search budget: training steps per candidate.  [default: 60, more for long sequences, fewer for slow models]")
-@click.option("--time-budget", type=click.FloatRange(min=1.0), default=None, help="Search budget: stop starting new trials after this many seconds.  [default: 30 to 130, from the measured step time]")
+@click.option("--time-budget", type=click.FloatRange(min=1.0), default=None, help="Search budget: stop starting new trials after this many seconds (wall time).  [default: 30 to 130 CPU seconds, from the measured CPU time of a step]")
 @click.option("--tuner", type=click.Choice(["bayesian", "random", "hyperband"]), default="bayesian", show_default=True, help="Keras Tuner search algorithm.")
 @click.option("--tuner-dir", metavar="DIR", help="Keep Keras Tuner's files here (default: a temporary folder, removed afterwards). Required with --distributed: a folder shared by the chief and every worker.")
 @click.option("--distributed", type=click.Choice(["chief", "worker"]), default=None, help="Run the search across processes with Keras Tuner's chief/worker mode: the chief serves the oracle, then ranks, confirms and reports; workers run trials. Run the same command everywhere, changing only this option.")

@@ -320,6 +320,31 @@ def _load(load) -> str:
     return "—" if not load else f"{load[0]:g}-{load[1]:g}"
 
 
+def tally(paths: list) -> str:
+    """The zoo's repair rate over runs: each entry's row from the last file (in the order given)
+    that measured it, counted over the faulty entries by intended label and by outcome label
+    (``benchmarks/labels.json``: entries whose outcome is healthy or ambiguous left out)."""
+    import zoo
+
+    latest = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("kind", "zoo") == "zoo" and "name" in row:
+                latest[row["name"]] = bool(row.get("repaired"))
+    labels_file = Path(__file__).resolve().parent.parent / "benchmarks" / "labels.json"
+    outcomes = {name: (entry.get("label") if isinstance(entry, dict) else entry)
+                for name, entry in json.loads(labels_file.read_text())["entries"].items()}
+    faulty = [entry.name for entry in zoo.ZOO if entry.label != "healthy"]
+    by_outcome = [name for name in faulty if outcomes.get(name) not in (None, "healthy", "ambiguous")]
+    lines = []
+    for title, names in (("intended label", faulty), ("outcome label", by_outcome)):
+        repaired = sum(latest.get(name, False) for name in names)
+        lines.append(f"Faulty by {title}: {repaired}/{len(names)} repaired ({100 * repaired / len(names):.0f}%); "
+                     f"not repaired: {', '.join(n for n in names if not latest.get(n)) or 'none'}")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", action="store_true", help="the zoo's faulty entries")
@@ -328,7 +353,12 @@ def main():
     parser.add_argument("--jsonl", help="append each row here as it finishes")
     parser.add_argument("--shard", default="0/1", help="I/N: run every N-th zoo entry from the I-th (default 0/1)")
     parser.add_argument("--markdown", metavar="JSONL", help="print the tables of a finished run and exit")
+    parser.add_argument("--tally", metavar="JSONL", nargs="+",
+                        help="print the zoo's repair rate over these runs (a later file's row wins) and exit")
     args = parser.parse_args()
+    if args.tally:
+        print(tally(args.tally), end="")
+        return
     if args.markdown:
         rows = [json.loads(line) for line in Path(args.markdown).read_text().splitlines() if line.strip()]
         print(markdown(rows), end="")

@@ -356,3 +356,12 @@ def test_a_diagnosis_shows_its_report_in_a_notebook(diagnoses):
     page = html_module.unescape(re.match(r'<iframe srcdoc="([^"]*)"', frame).group(1))
     assert page == render_html(diagnosis)
     assert "<script" not in frame and EVIL not in frame
+
+
+def test_the_budget_line_says_which_clock_the_time_budget_counts(diagnoses):
+    diagnosis = Diagnosis.from_json(diagnoses["deep-sigmoid"].to_json())
+    for clock, unit in (("cpu", "at most 30 CPU s"), ("wall", "at most 30 s")):
+        recommendation = recommendation_fixture()
+        recommendation["budget"].update(time_budget=30.0, clock=clock)
+        diagnosis.recommendation = recommendation
+        assert unit + ";" in section(render_html(diagnosis), "recommendation")

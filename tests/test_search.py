@@ -177,6 +177,10 @@ def test_learning_needs_a_fall_below_start_and_chance():
     assert run(5.0, 100.0, chance=None).learns  # regression: its start only
     assert run(0.66, 0.75).score >= NOT_LEARNING_PENALTY
     assert run(0.3, 0.7, status="warning").score < run(0.66, 0.75).score
+    # Ending the search early asks for a margin: 0.8x, not 0.9x.
+    assert run(0.5, 0.7).learns_clearly and run(4.0, 100.0, chance=None).learns_clearly
+    assert run(0.6, 0.7).learns and not run(0.6, 0.7).learns_clearly
+    assert not run(0.66, 0.75).learns_clearly
 
 
 def test_chance_loss_from_the_labels():
@@ -356,3 +360,104 @@ def test_held_out_loss_reads_batchnorm_statistics_of_the_training_data(keras_mod
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_layer("out").get_weights()))
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="out")])
     assert not recalibrate_batch_norm(plain, train)
+
+
+# --------------------------------------------------------------------------
+# The budget counts CPU time, which a busy machine does not inflate
+
+def test_probe_records_cpu_time_and_the_budget_is_sized_from_it(sigmoid_case):
+    import dataclasses
+
+    from gradadvisor.search.budget import size_budget
+
+    model, _, _, diagnosis = sigmoid_case
+    probe = diagnosis.probe
+    assert probe.cpu_seconds > 0
+    options = dict(max_trials=10, trial_steps=None, confirm_steps=None, time_budget=None, tuner="bayesian")
+    measured = size_budget(model, probe, **options)
+    # The same probe as a starved process would time it: 50 times the wall time, the same work.
+    starved = size_budget(model, dataclasses.replace(probe, seconds=50 * probe.seconds + 500.0), **options)
+    for key in ("trial_steps", "confirm_steps", "time_budget", "sized"):
+        assert starved[key] == measured[key]
+    assert measured["clock"] == "cpu" and "CPU s per probe step" in measured["sized"][-2]
+    # Given by the caller, a time budget is wall time.
+    assert size_budget(model, probe, **dict(options, time_budget=5.0))["clock"] == "wall"
+
+
+def test_an_automatic_budget_stops_trials_on_the_cpu_clock(sigmoid_case, monkeypatch):
+    import time as time_module
+
+    from gradadvisor.search import recommendation
+
+    model, x, y, diagnosis = sigmoid_case
+    seen = []
+    real = recommendation._oracle
+
+    def watched(request, tuner):
+        oracle = real(request, tuner)
+        seen.append(oracle)
+        return oracle
+
+    monkeypatch.setattr(recommendation, "_oracle", watched)
+    result = recommend(model, x, y, diagnosis=diagnosis, max_trials=1, confirm_steps=4)
+    assert seen[0].clock is time_module.process_time and result.budget["clock"] == "cpu"
+    assert 0 < result.budget["cpu_seconds_used"] and any("CPU s" in s for s in result.budget["sized"])
+
+
+def test_a_gru_model_keeps_its_cell_in_the_gru_starts(long_rnn_case, keras_module):
+    keras = keras_module
+    _, _, _, diagnosis = long_rnn_case
+    gru = keras.Sequential([keras.Input((60, 1)), keras.layers.GRU(8, name="rnn"),
+                            keras.layers.Dense(2, activation="softmax", name="output")], name="gru60")
+    gru.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    dimensions = search_space(diagnosis, gru)
+    assert next(d for d in dimensions if d.name == "cell").values == ["keep", "lstm"]
+    starts = expert_starts(dimensions, diagnosis)
+    # The bidirectional GRU with Adam at 1e-2 stays a GRU, not the LSTM the cell dimension defaults to.
+    assert any(s["cell"] == "keep" and s["direction"] == "bidirectional" and s["optimizer"] == "adam:0.01"
+               for s in starts)
+    assert any(s["cell"] == "lstm" and s["forget_bias"] == "chrono" for s in starts)
+
+
+@pytest.mark.parametrize("optimizer, standard", [("adam", "adam:0.001"), ("rmsprop", "rmsprop:0.001")])
+def test_an_adaptive_optimizer_far_above_its_rate_gets_its_standard_rate_early(keras_module, optimizer, standard):
+    keras = keras_module
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((30,))] + [keras.layers.Dense(32, activation="relu", kernel_initializer="he_normal")
+                                for _ in range(4)] + [keras.layers.Dense(2, activation="softmax")])
+    model.compile({"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}[optimizer](20.0),
+                  "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 30)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int32")
+    diagnosis = diagnose(model, x, y, steps=10)
+    assert "exploding_gradients" in diagnosis.categories
+    dimensions = {d.name: d for d in search_space(diagnosis, model, trial_steps=60)}
+    assert standard in dimensions["optimizer"].values and dimensions["optimizer"].default == "keep"
+    assert set(dimensions["optimizer"].opened_by) <= {f.rule for f in diagnosis.findings}
+    starts = expert_starts(list(dimensions.values()), diagnosis, model)
+    assert starts[0]["optimizer"] == "keep"
+    # Only the optimizer changes in the second start.
+    assert starts[1]["optimizer"] == standard and starts[1]["learning_rate_scale"] == 1.0
+    assert starts[1]["clipping"] == "none" and starts[1].get("initializer", "keep") == "keep"
+
+
+def test_exploding_through_time_opens_gated_cells(keras_module):
+    keras = keras_module
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((30, 1)),
+        keras.layers.SimpleRNN(8, activation="relu", name="rnn",
+                               recurrent_initializer=keras.initializers.Orthogonal(gain=3.0, seed=0)),
+        keras.layers.Dense(2, activation="softmax", name="output")], name="relu_rnn")
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 30, 1)).astype("float32")
+    y = (x[:, 0, 0] > 0).astype("int32")
+    diagnosis = diagnose(model, x, y, steps=5)
+    assert "GA202" in {f.rule for f in diagnosis.findings}
+    dimensions = {d.name: d for d in search_space(diagnosis, model)}
+    assert "GA202" in dimensions["cell"].opened_by and "clipping" in dimensions
+    starts = expert_starts(list(dimensions.values()), diagnosis, model)
+    assert any(s["cell"] == "gru" and s["optimizer"] == "adam:0.01" for s in starts[:3])

@@ -57,6 +57,10 @@ class ProbeResult:
     ``timestep_grad_norms[layer]`` is a list per step of per-timestep norms of
     d loss / d input_t. ``nonfinite`` is None, or says at which step the loss or
     gradients first stopped being finite and which layers showed it first.
+    ``seconds`` is the probe's wall time and ``cpu_seconds`` the CPU time the
+    process spent over it (all threads; 0 in results saved before it was
+    recorded): the search sizes its budget from the latter, which a busy
+    machine does not inflate.
     ``outputs`` describes each model output and the loss it is trained with
     (:func:`~gradadvisor.probe.stats.describe_outputs`); empty in results saved
     before it was recorded. ``to_dict``/``from_dict`` round-trip exactly (NaN and
@@ -82,6 +86,7 @@ class ProbeResult:
     activations_recorded: bool = True
     copy_mode: str = "clone"
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     notes: list = dataclasses.field(default_factory=list)
     outputs: list = dataclasses.field(default_factory=list)
 

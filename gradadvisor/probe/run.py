@@ -67,7 +67,7 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
 
     strategy = resolve_strategy(strategy)
     keras.utils.set_random_seed(seed)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with make_working_copy(model, keras, in_place, strategy) as (work, copy_mode):
         loss_choice = resolve_loss(model, data.y if data.y is not None and not isinstance(data.y, list) else None)
         strategy, strategy_note = usable_strategy(strategy, work, batch_size)
@@ -86,6 +86,7 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
         optimizer=dict(describe_optimizer(optimizer), inferred=optimizer_inferred),
         data_source=data.source, batch_size=batch_size, num_steps=steps, seed=seed,
         copy_mode=copy_mode, seconds=round(time.perf_counter() - started, 3),
+        cpu_seconds=round(time.process_time() - cpu_started, 3),
         outputs=describe_outputs(model, loss_choice.loss))
     notes = result.setdefault("notes", [])
     if loss_choice.inferred:

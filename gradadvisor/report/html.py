@@ -396,6 +396,8 @@ def _recommendation(diagnosis) -> dict:
             if budget.get("seconds_used") is not None else None,
             "time_budget": format_number(budget.get("time_budget"))
             if budget.get("time_budget") is not None else None,
+            # A budget the search sized itself counts CPU seconds; one the user gave, wall seconds.
+            "time_unit": "CPU s" if budget.get("clock") == "cpu" else "s",
         } if budget else None,
     }
 

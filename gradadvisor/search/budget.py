@@ -5,16 +5,25 @@ its budget from two facts it already has:
 
 * the sequence length of recurrent layers: a dependency over ``T`` timesteps
   takes more steps to learn, so trials get ``2 T`` steps (between 60 and 240);
-* the measured time of a probe step (the diagnosis's own probe, tracing
+* the measured CPU time of a probe step (the diagnosis's own probe, tracing
   included, so an overestimate): the trials stop being started after
-  :data:`SMALL_MODEL_SECONDS` seconds for a small model, up to
+  :data:`SMALL_MODEL_SECONDS` CPU seconds for a small model, up to
   :data:`LARGE_MODEL_SECONDS` for a large one, and trials shrink (to no fewer
   than :data:`MIN_TRIAL_STEPS` steps) so that at least
   :data:`MIN_TRIALS` of them fit.
 
+The automatic budget is counted in the CPU time of this process (all its
+threads), not in wall time: on a machine shared with other work a step takes
+longer in wall time while the work it does stays the same, and a budget sized
+from wall time would cut the trials short exactly when the machine is busy.
+On a quiet machine the process's CPU time runs at least as fast as the wall
+clock whenever TensorFlow keeps one or more cores busy, so a budget of ``S``
+CPU seconds ends within about ``S`` wall seconds there.  A ``time_budget``
+the caller gives is wall time, as a person means it.
+
 When neither trial steps nor a time budget is given, the search also starts no new trial once one has
-learned (held-out loss at most 0.9x its start and chance) with a healthy
-probe: the textbook remedies come first, so a repair found by the first
+learned clearly (held-out loss at most 0.8x its start and chance, where
+learning asks for 0.9x) with a healthy probe: the textbook remedies come first, so a repair found by the first
 trials is confirmed at once instead of spending the rest of the budget.
 
 A search of the default budget then ends, confirmation included, within about
@@ -32,10 +41,10 @@ MIN_TRIAL_STEPS = 20
 MIN_TRIALS = 4
 SMALL_MODEL_SECONDS = 30.0
 LARGE_MODEL_SECONDS = 130.0
-#: Seconds of trials per second of measured probe step (tracing included).
+#: CPU seconds of trials per CPU second of measured probe step (tracing included).
 _SECONDS_PER_STEP_SECOND = 600.0
-#: Seconds of trials per second of a plain training step (tracing excluded),
-#: as the first trial measures it.
+#: CPU seconds of trials per CPU second of a plain training step (tracing
+#: excluded), as the first trial measures it.
 _SECONDS_PER_PLAIN_STEP_SECOND = 900.0
 
 
@@ -73,14 +82,16 @@ def size_budget(model, probe, *, max_trials: int, trial_steps: int | None, confi
 
     Returns:
         ``{"max_trials", "trial_steps", "confirm_steps", "time_budget", "tuner",
-        "sized"}``; ``sized`` lists sentences saying what was sized from what.
+        "sized", "automatic_time_budget", "stop_when_learned", "clock"}``;
+        ``sized`` lists sentences saying what was sized from what, ``clock``
+        is ``"cpu"`` when the time budget counts this process's CPU seconds
+        (sized automatically) and ``"wall"`` when it counts wall seconds
+        (given by the caller).
     """
     sized = []
     # Left wholly to itself (no steps or time given), the budget may end the search early.
     untouched = trial_steps is None and time_budget is None and not distributed
-    step_seconds = None
-    if probe is not None and getattr(probe, "num_steps", 0):
-        step_seconds = float(probe.seconds) / max(int(probe.num_steps), 1)
+    step_seconds = probe_step_seconds(probe)
     if trial_steps is None:
         trial_steps = DEFAULT_TRIAL_STEPS
         length = sequence_length(model)
@@ -91,26 +102,38 @@ def size_budget(model, probe, *, max_trials: int, trial_steps: int | None, confi
             affordable = int(_trial_seconds(step_seconds) / MIN_TRIALS / step_seconds)
             if affordable < trial_steps:
                 trial_steps = max(MIN_TRIAL_STEPS, affordable)
-                sized.append(f"trials of {trial_steps} steps at a measured {step_seconds:.2g} s per probe step")
+                sized.append(f"trials of {trial_steps} steps at a measured {step_seconds:.2g} CPU s per probe step")
     automatic = time_budget is None and bool(step_seconds) and not distributed
     if automatic:
         time_budget = round(_trial_seconds(step_seconds), 1)
-        sized.append(f"new trials stop after {time_budget:g} s (measured {step_seconds:.2g} s per probe step)")
+        sized.append(f"new trials stop after {time_budget:g} CPU s (measured {step_seconds:.2g} CPU s per "
+                     "probe step)")
     stop_when_learned = automatic and untouched
     if stop_when_learned:
-        sized.append("no new trial after the first that learns with a healthy probe")
+        sized.append("no new trial after the first that learns clearly with a healthy probe")
     return {"max_trials": max_trials, "trial_steps": int(trial_steps),
             "confirm_steps": int(confirm_steps or 2 * trial_steps), "time_budget": time_budget,
             "tuner": tuner, "sized": sized, "automatic_time_budget": automatic,
-            "stop_when_learned": stop_when_learned}
+            "stop_when_learned": stop_when_learned, "clock": "cpu" if automatic else "wall"}
+
+
+def probe_step_seconds(probe) -> float | None:
+    """CPU seconds per step of ``probe`` (tracing included), or None if it ran no step.
+
+    Falls back to wall seconds for a probe result saved before its CPU time was recorded.
+    """
+    if probe is None or not getattr(probe, "num_steps", 0):
+        return None
+    seconds = float(getattr(probe, "cpu_seconds", 0.0) or 0.0) or float(probe.seconds)
+    return seconds / max(int(probe.num_steps), 1) or None
 
 
 def resize_time_budget(budget: dict, plain_step_seconds: float | None) -> bool:
     """Re-size an automatic time budget from the first trial's plain step time.
 
     The diagnosis's probe time includes tracing, which dominates on small
-    models; the first trial measures a training step without it.  Returns
-    whether the budget changed.
+    models; the first trial measures a training step without it (in CPU
+    seconds, like the budget).  Returns whether the budget changed.
     """
     if not budget.get("automatic_time_budget") or not plain_step_seconds:
         return False
@@ -120,8 +143,8 @@ def resize_time_budget(budget: dict, plain_step_seconds: float | None) -> bool:
     if seconds == budget["time_budget"]:
         return False
     budget["time_budget"] = seconds
-    budget["sized"].append(f"new trials stop after {seconds:g} s (the first trial measured "
-                           f"{plain_step_seconds:.2g} s per training step)")
+    budget["sized"].append(f"new trials stop after {seconds:g} CPU s (the first trial measured "
+                           f"{plain_step_seconds:.2g} CPU s per training step)")
     return True
 
 

@@ -55,8 +55,9 @@ class Recommendation:
         skipped: Layers the setup would change but that surgery kept as they
             are, each ``{"layer": path, "reason": text}`` (see
             :attr:`gradadvisor.surgery.Rewrite.skipped`); ``reason`` names them too.
-        budget: The budget and the time used (``search_seconds``: the
-            trials alone).
+        budget: The budget and the time used: ``seconds_used`` (wall) and
+            ``cpu_seconds_used`` (this process's CPU time) from the search's
+            start, ``search_seconds`` for the trials alone.
         interrupted: True when the search was stopped by Ctrl-C.
         distributed: None for a local search; for a distributed one the
             process's ``role``, the ``oracle`` address, its ``tuner_id`` and
@@ -137,6 +138,10 @@ class _Request:
     save_fixed: object
     progress: Callable | None
     started: float
+    #: The budget's clock (see :func:`_clock`) when the search was prepared.
+    clock_start: float = 0.0
+    #: This process's CPU time when the search was prepared.
+    cpu_started: float = 0.0
 
     def run(self, candidate, steps: int, *, in_place: bool, cut_off: bool = False):
         """Train and measure ``candidate`` on the shared split, seeded like every other run."""
@@ -235,6 +240,7 @@ def run_recommendation(model, data, y, plan, *, diagnosis=None, progress: Callab
     records, interrupted = _search(request, plan.search.tuner, plan.search.tuner_dir)
     ranked, trials, shared = _rank(request, records)
     budget["seconds_used"] = round(time.perf_counter() - request.started, 2)
+    budget["cpu_seconds_used"] = round(time.process_time() - request.cpu_started, 2)
     partial = dict(dimensions=request.dimensions, trials=trials, budget=budget, interrupted=interrupted,
                    distributed=shared, diagnosis=request.diagnosis)
     if cluster is not None and cluster.role == "worker":
@@ -265,6 +271,7 @@ def run_recommendation(model, data, y, plan, *, diagnosis=None, progress: Callab
         path, fixed_status, fixed_findings = _save(request, fixed_copy)
         reason += " " + _reprobe_text(path, fixed_status, fixed_findings, request.diagnosis.probe.num_steps)
     budget["seconds_used"] = round(time.perf_counter() - request.started, 2)
+    budget["cpu_seconds_used"] = round(time.process_time() - request.cpu_started, 2)
     return Recommendation(recommended, reason, setup, changes=changes, snippet=code, confirmation=confirmation,
                           fixed_model=fixed_copy if recommended else None, fixed_model_path=path,
                           fixed_status=fixed_status, fixed_findings=fixed_findings, skipped=skipped,
@@ -301,7 +308,13 @@ def _prepare(model, data, y, plan, *, diagnosis, progress) -> _Request:
         kind=loss_choice.kind, chance=chance_loss(train.y, loss_choice.name, loss_choice.kind),
         dimensions=search_space(diagnosis, model, trial_steps=budget["trial_steps"]), budget=budget,
         seed=options.seed, batch_size=options.batch_size, strategy=resolve_strategy(), cluster=cluster,
-        save_fixed=plan.save_fixed, progress=progress, started=time.perf_counter())
+        save_fixed=plan.save_fixed, progress=progress, started=time.perf_counter(),
+        clock_start=_clock(budget)(), cpu_started=time.process_time())
+
+
+def _clock(budget: dict) -> Callable:
+    """The clock a time budget counts on: CPU time for an automatic budget, else wall time."""
+    return time.process_time if budget.get("clock") == "cpu" else time.perf_counter
 
 
 def _search(request: _Request, tuner: str, tuner_dir) -> tuple:
@@ -370,10 +383,10 @@ def _trial_runner(request: _Request, oracle) -> Callable:
                         f"trial {len(started_trials)}: trying {setup_from_values(values).describe()}")
         steps = max(2, int(budget["trial_steps"] * fraction))
         result = request.run(candidate, steps, in_place=True, cut_off=True)
-        if budget.get("stop_when_learned") and result.learns and result.status == "healthy":
+        if budget.get("stop_when_learned") and result.learns_clearly and result.status == "healthy":
             oracle.satisfied = True
         if resize_time_budget(budget, result.step_seconds) and getattr(oracle, "deadline", None) is not None:
-            oracle.deadline = request.started + budget["time_budget"]
+            oracle.deadline = request.clock_start + budget["time_budget"]
         return result
 
     return runner
@@ -407,9 +420,10 @@ def _oracle(request: _Request, tuner: str):
         oracle_class = bayesian if tuner == "bayesian" else random_oracle
         oracle = oracle_class(objective=objective, max_trials=max_trials, seed=request.seed,
                               max_consecutive_failed_trials=max_trials + 1)
-        oracle.starts = expert_starts(request.dimensions, request.diagnosis)
+        oracle.starts = expert_starts(request.dimensions, request.diagnosis, request.model)
     deadline = request.budget.get("time_budget")
-    oracle.deadline = None if deadline is None else request.started + deadline
+    oracle.clock = _clock(request.budget)
+    oracle.deadline = None if deadline is None else request.clock_start + deadline
     # At least one trial, so there is something to confirm; with a budget sized
     # from a step time that tracing inflates, at least four.
     oracle.min_trials = min(MIN_TRIALS, max_trials) if request.budget.get("automatic_time_budget") else 1

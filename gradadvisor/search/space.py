@@ -18,6 +18,7 @@ WIDE_LEARNING_RATE_SCALES = [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001]
 #: carry a weak gradient: "name:rate" strings, since Choice values share a type.
 OPTIMIZER_CHOICES = ["keep", "adam:0.001", "adam:0.01", "rmsprop:0.001"]
 _VANISHING = {"vanishing_gradients", "slow_updates", "saturated_units"}
+_ADAPTIVE = ("Adam", "RMSprop", "Adagrad", "Adamax", "Nadam", "AdamW")
 _EXPLODING = {"exploding_gradients", "nonfinite", "large_updates"}
 
 
@@ -113,8 +114,13 @@ def _learning_rate_dimensions(diagnosis, model, opened: dict, trial_steps: int) 
             dimensions.append(Dimension("learning_rate_scale", LEARNING_RATE_SCALES, rules, 1.0))
     vanishing_rules = [f.rule for f in diagnosis.at_least("warning") if f.category in _VANISHING]
     plain_sgd = name == "SGD"
-    slow_adaptive = name in ("Adam", "RMSprop", "Adagrad", "Adamax", "Nadam", "AdamW") and rate is not None \
-        and rate < 3e-4
+    if exploding_rules and _adaptive_too_fast(model):
+        # An adaptive optimizer far above its usual rate: its own standard rate
+        # (a 1000x cut of a rate of 20 still leaves Adam at 0.02) is offered
+        # next to the learning-rate scales.
+        dimensions.append(Dimension("optimizer", OPTIMIZER_CHOICES, exploding_rules, "keep"))
+        return dimensions
+    slow_adaptive = name in _ADAPTIVE and rate is not None and rate < 3e-4
     # Through time, a gated cell often needs a rate above Adam's standard 1e-3
     # to pick a weak long-range signal out within a short budget.
     through_time = "recurrence" in opened
@@ -145,11 +151,42 @@ def _optimizer_of(model) -> tuple:
     return type(optimizer).__name__, float(rate) if isinstance(rate, (int, float)) else None
 
 
-def expert_starts(dimensions, diagnosis) -> list:
+def standard_optimizer(model) -> str:
+    """The optimizer choice at a standard rate closest to ``model``'s own.
+
+    Adam at 1e-2 for a model with recurrent layers (the rate at which gated
+    cells pick up a signal within a short budget), else the model's own
+    adaptive class at 1e-3 (RMSprop, or Adam for any other).
+    """
+    from ..probe import is_graph_model, leaf_layers
+
+    _, keras = import_keras()
+    if is_graph_model(model, keras) and any(isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))
+                                            for _, layer in leaf_layers(model)):
+        return "adam:0.01"
+    name, _ = _optimizer_of(model)
+    return "rmsprop:0.001" if name == "RMSprop" else "adam:0.001"
+
+
+def _adaptive_too_fast(model) -> bool:
+    """Whether ``model`` trains with an adaptive optimizer far above its usual rate."""
+    if model is None:
+        return False
+    name, rate = _optimizer_of(model)
+    return name in _ADAPTIVE and _high_rate(name, rate)
+
+
+def expert_starts(dimensions, diagnosis, model=None) -> list:
     """Setups worth trying first, from textbook remedies for what was found.
 
     Keras Tuner's Bayesian optimisation starts from random points; these known
     remedies are evaluated before them so a small budget is not wasted.
+
+    Args:
+        dimensions: The searched dimensions (:class:`Dimension`).
+        diagnosis: The diagnosis they were opened from.
+        model: The model searched; its optimizer and layers pick the
+            standard-rate optimizer tried early (see :func:`standard_optimizer`).
     """
     names = {d.name for d in dimensions}
     categories = set(diagnosis.categories)
@@ -183,7 +220,10 @@ def expert_starts(dimensions, diagnosis) -> list:
         if categories & _EXPLODING:
             warmup = next((d.values[-1] for d in dimensions if d.name == "warmup_steps"), 0)
             starts.append({"learning_rate_scale": 0.001, "warmup_steps": warmup})
-    if "optimizer" in names and "cell" not in names and "forget_bias" not in names:
+    if "optimizer" in names and _adaptive_too_fast(model) and categories & _EXPLODING:
+        # Second: the optimizer at its standard rate, and nothing else changed.
+        starts.insert(1, {"optimizer": standard_optimizer(model)})
+    elif "optimizer" in names and "cell" not in names and "forget_bias" not in names:
         # Second, right after the textbook defaults: a short budget may run only four trials.
         starts.insert(1, {**{d.name: d.default for d in dimensions}, "optimizer": "adam:0.001",
                           "learning_rate_scale": 1.0, "warmup_steps": 0})
@@ -192,7 +232,8 @@ def expert_starts(dimensions, diagnosis) -> list:
         values = {d.name: start.get(d.name, _neutral(d)) for d in dimensions}
         for dimension in dimensions:
             if values[dimension.name] not in dimension.values:
-                values[dimension.name] = dimension.default
+                # The one cell type not offered is the model's own: asking for it keeps it.
+                values[dimension.name] = "keep" if dimension.name == "cell" else dimension.default
         if values not in completed:
             completed.append(values)
     return completed

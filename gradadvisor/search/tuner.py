@@ -49,19 +49,23 @@ def _tuner_classes():
         """
 
         starts: list = []
+        #: When to stop starting trials, read on :attr:`clock`.
         deadline: float | None = None
+        #: The clock of the deadline: wall time, or this process's CPU time
+        #: for a budget sized from measured CPU step times.
+        clock: Callable = time.perf_counter
         #: Trials handed out before the deadline may stop the search.
         min_trials: int = 0
         on_end: Callable | None = None
         stop_seen: bool = False
-        #: Set once a trial learned with a healthy probe, when the budget allows
+        #: Set once a trial learned clearly with a healthy probe, when the budget allows
         #: stopping there: no new trial is started after it.
         satisfied: bool = False
 
         def populate_space(self, trial_id):
             if self.satisfied:
                 return {"status": "STOPPED"}
-            if (self.deadline is not None and time.perf_counter() > self.deadline
+            if (self.deadline is not None and self.clock() > self.deadline
                     and len(self.trials) >= self.min_trials):
                 return {"status": "STOPPED"}
             while self.starts:
