@@ -21,10 +21,11 @@ TensorFlow was imported and the model built, so only training counts.
 ``--paired`` instead calls Keras' train function and the probe's compiled
 step in alternating blocks of 10 calls (medians of 15 blocks): less swing on
 a busy machine, but only the compiled steps.  ``--graph-ops`` instead counts the operations (constants left out) of one
-traced step of each, a figure the machine's load cannot move.
+traced step of each, a figure the machine's load cannot move.  ``--memory``
+measures only the peak memory, which needs no quiet machine.
 
 Usage: python scripts/bench_probe.py [--rounds 2] [--short 30] [--long 130]
-       [--models mlp20,cnn,lstm,resnet50,mobilenetv2] [--json out.json] [--paired | --graph-ops]
+       [--models mlp20,cnn,lstm,resnet50,mobilenetv2] [--json out.json] [--paired | --graph-ops | --memory]
 """
 
 from __future__ import annotations
@@ -253,15 +254,34 @@ def main():
                         help="only count the operations of one traced step of fit and of the probe")
     parser.add_argument("--paired", action="store_true",
                         help="only compare the compiled steps, in alternating blocks of 10 calls")
+    parser.add_argument("--memory", action="store_true",
+                        help="only measure peak memory, at --short steps")
     args = parser.parse_args()
     import_keras()
+    rows = []
     if args.paired:
         print("| model | fit ms/step | probe ms/step | ratio | load avg |")
         print("|---|---|---|---|---|")
         for name in args.models.split(","):
             row = paired_steps(name)
+            rows.append(row)
             print(f"| {name} | {row['fit_step_ms']} | {row['probe_step_ms']} | {row['ratio']} | "
                   f"{row['load_average'][0]:.2f}-{row['load_average'][1]:.2f} |", flush=True)
+            write_json(args.json, rows)
+        return
+    if args.memory:
+        print("| model | batch | steps | fit peak MiB | probe peak MiB | memory ratio (goal <= 1.15) |")
+        print("|---|---|---|---|---|---|")
+        for name in args.models.split(","):
+            fit_memory = child_memory(name, "fit", args.short)
+            probe_memory = child_memory(name, "probe", args.short)
+            row = {"model": name, "batch_size": MODELS[name], "steps": args.short,
+                   "fit_peak_mib": round(fit_memory, 1), "probe_peak_mib": round(probe_memory, 1),
+                   "memory_ratio": round(probe_memory / max(fit_memory, 1e-6), 3)}
+            rows.append(row)
+            print(f"| {name} | {row['batch_size']} | {args.short} | {row['fit_peak_mib']} | "
+                  f"{row['probe_peak_mib']} | {row['memory_ratio']} |", flush=True)
+            write_json(args.json, rows)
         return
     if args.graph_ops:
         print("| model | fit step operations | probe step operations | ratio |")
@@ -270,7 +290,6 @@ def main():
             fit_ops, probe_ops = graph_operations(name)
             print(f"| {name} | {fit_ops} | {probe_ops} | {probe_ops / fit_ops:.2f} |", flush=True)
         return
-    rows = []
     print("| model | batch | fit s | probe s | call ratio | fit ms/step | probe ms/step | step ratio "
           "(goal <= 1.15) | fit peak MiB | probe peak MiB | memory ratio (goal <= 1.15) | load avg |",
           flush=True)
@@ -282,9 +301,14 @@ def main():
               f"{row['call_ratio']} | {row['fit_step_ms']} | {row['probe_step_ms']} | {row['step_ratio']} | "
               f"{row['fit_peak_mib']} | {row['probe_peak_mib']} | {row['memory_ratio']} | "
               f"{row['load_average'][0]:.2f}-{row['load_average'][1]:.2f} |", flush=True)
-        if args.json:
-            with open(args.json, "w") as handle:
-                json.dump(rows, handle, indent=2)
+        write_json(args.json, rows)
+
+
+def write_json(path, rows):
+    """Write the rows so far to ``path`` (if given), so a run cut short keeps its figures."""
+    if path:
+        with open(path, "w") as handle:
+            json.dump(rows, handle, indent=2)
 
 
 if __name__ == "__main__":

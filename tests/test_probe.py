@@ -318,3 +318,43 @@ def test_weight_statistics_fused_equal_the_per_layer_reference(keras_module):
             expected = np.array([float(reference[name]) for name in WEIGHT_STATS])
             np.testing.assert_allclose(matrix.numpy()[row], expected, rtol=1e-4, equal_nan=True)
         assert math.isfinite(float(total)) != bad
+
+
+def test_activation_statistics_equal_a_naive_reference_with_and_without_nonfinite_entries(keras_module):
+    """The fast path (finite outputs) and the masked one (NaN, inf) against numpy, in one call."""
+    import tensorflow as tf
+
+    from gradadvisor.probe.stats import activation_stats_vector
+
+    rng = np.random.default_rng(2)
+    relu = np.maximum(rng.normal(size=(6, 3, 5)), 0.0).astype("float32")
+    relu[..., 1] = 0.0  # one unit dead on every sample and position
+    sigmoid = (1.0 / (1.0 + np.exp(-3.0 * rng.normal(size=(6, 4))))).astype("float32")
+    tanh = np.tanh(2.0 * rng.normal(size=(6, 4))).astype("float32")
+
+    def reference(values, activation):
+        finite = np.isfinite(values)
+        safe = np.where(finite, values, 0.0).astype("float64")
+        stats = {"activation_mean": safe.mean(), "activation_std": safe.std(),
+                 "nonfinite_activations": float((~finite).sum())}
+        if activation == "sigmoid":
+            stats["saturated_fraction"] = np.mean((safe < 0.01) | (safe > 0.99))
+        if activation == "tanh":
+            stats["saturated_fraction"] = np.mean(np.abs(safe) > 0.99)
+        if activation == "relu":
+            stats["dead_fraction"] = 1.0 - np.mean(safe.reshape(-1, safe.shape[-1]).max(axis=0) > 0)
+        return stats
+
+    for bad in (False, True):
+        outputs = [relu.copy(), sigmoid.copy(), tanh.copy()]
+        if bad:
+            outputs[0][0, 0, 0], outputs[2][1, 1] = np.nan, -np.inf
+        items = list(zip(outputs, ["relu", "sigmoid", "tanh"]))
+        vector, names = activation_stats_vector(tf, [(tf.constant(o), a) for o, a in items])
+        got = iter(vector.numpy().tolist())
+        for (values, activation), layer_names in zip(items, names):
+            expected = reference(values, activation)
+            assert layer_names == list(expected)
+            for name in layer_names:
+                assert next(got) == pytest.approx(expected[name], rel=1e-5, abs=1e-6), (bad, activation, name)
+        assert next(got, None) is None

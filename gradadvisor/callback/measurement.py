@@ -102,19 +102,15 @@ class _Measurement:
         ``(path, name)`` of each number of the float32 ``vector``.
         """
         from ..loading import activation_name
-        from ..probe import activation_stats
+        from ..probe.stats import activation_stats_vector
 
         tf = self.tf
         by_path = {path: layer for path, layer, _ in self.ensure_groups()}
-        entries, values = [], []
-        for path in tracer.order:
-            output = tracer.outputs[path]
-            if not isinstance(output, tf.Tensor) or not output.dtype.is_floating:
-                continue
-            for name, value in activation_stats(tf, output, activation_name(by_path.get(path))).items():
-                entries.append((path, name))
-                values.append(tf.cast(value, "float32"))
-        vector = tf.stack(values) if values else tf.zeros([0], "float32")
+        measured = [path for path in tracer.order
+                    if isinstance(tracer.outputs[path], tf.Tensor) and tracer.outputs[path].dtype.is_floating]
+        vector, names = activation_stats_vector(
+            tf, [(tracer.outputs[path], activation_name(by_path.get(path))) for path in measured])
+        entries = [(path, name) for path, layer_names in zip(measured, names) for name in layer_names]
         return list(tracer.order), entries, vector
 
     def statistics(self, loss, gradients_by_id, before_by_id, tracer, timestep_norms, batch_size,

@@ -96,9 +96,9 @@ def weight_stats_matrix(tf, gradients, weight_squares, delta_squares, segments, 
     The probe's fused form of :func:`layer_weight_stats`: each variable costs a
     few reductions, and one segment reduction per statistic combines them into
     layers, instead of a dozen small operations per variable.  Non-finite
-    entries are counted only when the sum of squares says there are any (a
-    finite sum of squares means every entry is finite), so a healthy step does
-    not pay for the count.
+    entries are counted, and the largest absolute entry taken from ``|g|``,
+    only when the sum of squares says there are any (a finite sum of squares
+    means every entry is finite), so a healthy step does not pay for them.
 
     Args:
         tf: The TensorFlow module.
@@ -106,38 +106,45 @@ def weight_stats_matrix(tf, gradients, weight_squares, delta_squares, segments, 
         weight_squares: Per variable, half the sum of squared weights before
             the update (``tf.nn.l2_loss``).
         delta_squares: Per variable, half the sum of squared entries of the update.
-        segments: Per variable, the index of its layer (non-decreasing).
+        segments: Per variable, the index of its layer.
         sizes: Per layer, its number of parameters.
 
     Returns:
         ``(matrix, total_square)``: one row per layer in :data:`WEIGHT_STATS`
         order, and the sum of squared gradient entries of the whole model.
     """
+    count = len(sizes)
     segments = tf.constant(segments, "int32")
     sizes = tf.constant(sizes, "float32")
     squares = 2.0 * tf.stack([tf.nn.l2_loss(g) for g in gradients])
     total = tf.reduce_sum(squares)
 
-    def count_nonfinite():
-        return tf.stack([tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(g)), "float32"))
-                         for g in gradients])
+    # The largest entry and the negated smallest are read without writing |g| back.
+    largest = tf.maximum(tf.stack([tf.reduce_max(g) for g in gradients]),
+                         -tf.stack([tf.reduce_min(g) for g in gradients]))
 
-    nonfinite = tf.cond(tf.math.is_finite(total), lambda: tf.zeros_like(squares), count_nonfinite)
-    largest = tf.stack([tf.reduce_max(tf.abs(g)) for g in gradients])
+    def count_nonfinite():
+        # Where NaN may stand, max/min would not say which way it goes: |g| does.
+        return (tf.stack([tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(g)), "float32"))
+                          for g in gradients]),
+                tf.stack([tf.reduce_max(tf.abs(g)) for g in gradients]))
+
+    nonfinite, largest = tf.cond(tf.math.is_finite(total), lambda: (tf.zeros_like(squares), largest),
+                                 count_nonfinite)
     zeros = tf.stack([tf.reduce_sum(tf.cast(tf.equal(g, 0.0), "float32")) for g in gradients])
-    grad_norm = tf.sqrt(tf.math.segment_sum(squares, segments))
-    weight_norm = tf.sqrt(2.0 * tf.math.segment_sum(tf.stack(weight_squares), segments))
-    delta_norm = tf.sqrt(2.0 * tf.math.segment_sum(tf.stack(delta_squares), segments))
+    grad_norm = tf.sqrt(tf.math.unsorted_segment_sum(squares, segments, count))
+    weight_norm = tf.sqrt(2.0 * tf.math.unsorted_segment_sum(tf.stack(weight_squares), segments, count))
+    delta_norm = tf.sqrt(2.0 * tf.math.unsorted_segment_sum(tf.stack(delta_squares), segments, count))
     matrix = tf.stack([
         grad_norm,
         grad_norm / tf.sqrt(sizes),
         # segment_max skips NaN where reduce_max keeps it; a NaN entry must show.
-        tf.where(tf.math.is_nan(tf.math.segment_sum(largest, segments)), float("nan"),
-                 tf.math.segment_max(largest, segments)),
+        tf.where(tf.math.is_nan(tf.math.unsorted_segment_sum(largest, segments, count)), float("nan"),
+                 tf.math.unsorted_segment_max(largest, segments, count)),
         weight_norm,
         delta_norm / (weight_norm + _EPS),
-        tf.math.segment_sum(zeros, segments) / sizes,
-        tf.math.segment_sum(nonfinite, segments),
+        tf.math.unsorted_segment_sum(zeros, segments, count) / sizes,
+        tf.math.unsorted_segment_sum(nonfinite, segments, count),
     ], axis=1)
     return matrix, total
 
@@ -196,32 +203,105 @@ def describe_layers(model, groups, order, keras) -> list:
 
 
 def activation_stats(tf, output, activation):
-    """The :data:`ACTIVATION_STATS` of one layer output that apply to its activation.
+    """The :data:`ACTIVATION_STATS` of one layer output, by name (see :func:`activation_stats_vector`)."""
+    vector, names = activation_stats_vector(tf, [(output, activation)])
+    return dict(zip(names[0], tf.unstack(vector)))
+
+
+def activation_stats_vector(tf, items):
+    """The :data:`ACTIVATION_STATS` of several layer outputs, as one float32 vector.
 
     ``saturated_fraction`` is measured for sigmoid- and tanh-like activations,
-    ``dead_fraction`` for the ReLU family; the other statistics always.
+    ``dead_fraction`` for the ReLU family (a unit is dead when none of its
+    outputs over the batch is positive); the other statistics always.
+
+    A layer's output is as large as the batch times its width, so the number of
+    passes over it is what this costs.  On a step where every output is finite
+    (the usual case) each output is read by reductions that write nothing back:
+    its sum, its sum of squares, and the one or two its activation needs; the
+    standard deviation comes from those two sums (float32, so it loses digits
+    when it is below about 1e-3 of the mean).  One check on the sums of squares
+    (a finite one means every entry is finite) decides for all outputs at once;
+    only when some output holds a NaN or an infinity are the statistics computed
+    again with those entries left out and counted.
+
+    Args:
+        tf: The TensorFlow module.
+        items: ``[(output, activation)]``: a floating-point tensor and the name of
+            the activation that produced it (:func:`~gradadvisor.loading.activation_name`).
+
+    Returns:
+        ``(vector, names)``: the statistics of every output, one after another,
+        and per output the names of its statistics in the vector's order.
     """
+    if not items:
+        return tf.zeros([0], "float32"), []
+    # Per output, only the passes over it; the arithmetic on their results is
+    # done once on vectors and put in order by one gather.
+    sums, squares, sizes, fractions = [], [], [], []
+    names, index = [], []
+    for output, activation in items:
+        x = tf.cast(output, "float32")
+        sizes.append(tf.cast(tf.size(x), "float32") if not x.shape.is_fully_defined()
+                     else tf.constant(float(np.prod(x.shape))))
+        sums.append(tf.reduce_sum(x))
+        squares.append(tf.nn.l2_loss(x))
+        layer = len(sums) - 1
+        extra = _activation_shape_stats(tf, x, activation)
+        names.append(["activation_mean", "activation_std", "nonfinite_activations"] + list(extra))
+        index.append([("mean", layer), ("std", layer), ("zero", 0)]
+                     + [("fraction", len(fractions) + i) for i in range(len(extra))])
+        fractions.extend(extra.values())
+    sizes = tf.stack(sizes)
+    squares = 2.0 * tf.stack(squares)
+    means = tf.stack(sums) / sizes
+    stds = tf.sqrt(tf.maximum(squares / sizes - tf.square(means), 0.0))
+    parts = {"mean": means, "std": stds, "zero": tf.zeros([1]), "fraction": tf.stack(fractions) if fractions
+             else tf.zeros([0])}
+    offsets, offset = {}, 0
+    for key in ("mean", "std", "zero", "fraction"):
+        offsets[key] = offset
+        offset += len(items) if key in ("mean", "std") else (1 if key == "zero" else len(fractions))
+    order = [offsets[key] + position for layer in index for key, position in layer]
+    fast = tf.gather(tf.concat([parts[key] for key in ("mean", "std", "zero", "fraction")], 0), order)
+
+    def masked():
+        return tf.concat([tf.stack(list(_masked_activation_stats(tf, output, activation).values()))
+                          for output, activation in items], 0)
+
+    return tf.cond(tf.reduce_all(tf.math.is_finite(squares)), lambda: fast, masked), names
+
+
+def _activation_shape_stats(tf, x, activation):
+    """``saturated_fraction`` and ``dead_fraction`` where ``activation`` has them.
+
+    A ReLU's output is positive or zero, so a unit is alive when its largest
+    output over the batch is positive: one reduction, with nothing written back.
+    """
+    stats = {}
+    if activation in ("sigmoid", "hard_sigmoid"):
+        near = tf.logical_or(x < 0.01, x > 0.99)
+        stats["saturated_fraction"] = tf.reduce_mean(tf.cast(near, "float32"))
+    elif activation in SATURATING_ACTIVATIONS:
+        stats["saturated_fraction"] = tf.reduce_mean(tf.cast(tf.abs(x) > 0.99, "float32"))
+    if activation in RELU_FAMILY and len(x.shape) >= 2:
+        alive = tf.reduce_max(x, axis=list(range(len(x.shape) - 1))) > 0.0
+        stats["dead_fraction"] = 1.0 - tf.reduce_mean(tf.cast(alive, "float32"))
+    return stats
+
+
+def _masked_activation_stats(tf, output, activation):
+    """The statistics of an output holding NaN or infinite entries: those are left out and counted."""
     output = tf.cast(output, "float32")
     finite = tf.math.is_finite(output)
     safe = tf.where(finite, output, 0.0)
     mean = tf.reduce_mean(safe)
     stats = {
         "activation_mean": mean,
-        # reduce_std, without computing the mean a second time.
         "activation_std": tf.sqrt(tf.reduce_mean(tf.math.squared_difference(safe, mean))),
-        "nonfinite_activations": float(np.prod(output.shape)) - tf.reduce_sum(tf.cast(finite, "float32"))
-        if output.shape.is_fully_defined()
-        else tf.reduce_sum(tf.cast(tf.logical_not(finite), "float32")),
+        "nonfinite_activations": tf.reduce_sum(tf.cast(tf.logical_not(finite), "float32")),
     }
-    if activation in ("sigmoid", "hard_sigmoid"):
-        near = tf.logical_or(safe < 0.01, safe > 0.99)
-        stats["saturated_fraction"] = tf.reduce_mean(tf.cast(near, "float32"))
-    elif activation in SATURATING_ACTIVATIONS:
-        stats["saturated_fraction"] = tf.reduce_mean(tf.cast(tf.abs(safe) > 0.99, "float32"))
-    if activation in RELU_FAMILY and len(output.shape) >= 2:
-        axes = list(range(len(output.shape) - 1))
-        alive = tf.reduce_max(tf.abs(safe), axis=axes) > 0.0
-        stats["dead_fraction"] = 1.0 - tf.reduce_mean(tf.cast(alive, "float32"))
+    stats.update(_activation_shape_stats(tf, safe, activation))
     return stats
 
 

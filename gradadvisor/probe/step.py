@@ -15,7 +15,7 @@ import numpy as np
 from ..loading import activation_name
 from .batches import training_batches
 from .gradients import forward_and_gradients, model_forward
-from .stats import (WEIGHT_STATS, activation_stats, describe_layers, group_variables, timestep_norms,
+from .stats import (WEIGHT_STATS, activation_stats_vector, describe_layers, group_variables, timestep_norms,
                     weight_stats_matrix)
 from .updates import UpdatesNotSeen, apply_and_measure, updates_can_be_recorded
 from .walk import is_graph_model
@@ -68,14 +68,13 @@ class ProbeStep:
                       tf.reshape(tf.sqrt(total_square), [1])]
             if order is not None:
                 self.order = list(order)
-                for path in order:
-                    output = outputs.get(path)
-                    if not isinstance(output, tf.Tensor) or not output.dtype.is_floating:
-                        continue
-                    layer = self._layer_by_path(path)
-                    stats = self._activation_stats(output, activation_name(layer))
-                    self.layout.extend((path, name) for name in stats)
-                    values.append(tf.stack(list(stats.values())))
+                measured = [path for path in order
+                            if isinstance(outputs.get(path), tf.Tensor) and outputs[path].dtype.is_floating]
+                vector, names = activation_stats_vector(
+                    tf, [(outputs[path], activation_name(self._layer_by_path(path))) for path in measured])
+                for path, layer_names in zip(measured, names):
+                    self.layout.extend((path, name) for name in layer_names)
+                values.append(vector)
             timestep_values = []
             for path, grad in rnn_grads.items():
                 norms = timestep_norms(tf, grad)
@@ -119,9 +118,6 @@ class ProbeStep:
             if name == path:
                 return layer
         return None
-
-    def _activation_stats(self, output, activation):
-        return activation_stats(self.tf, output, activation)
 
     def run(self, data, steps, batch_size, seed, progress):
         tf = self.tf
