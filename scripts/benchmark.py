@@ -227,6 +227,18 @@ def render_false_alarm_runs(runs: dict, models: list, labels: dict, fingerprint:
     def count(selected):
         return f"{sum(bool(r['alarms']) for r in selected)}/{len(selected)}"
 
+    def faulty(name):
+        label = (labels.get(name) or {}).get("label")
+        return label not in (None, "healthy", "ambiguous", "error")
+
+    def on_faulty(selected):
+        hits = [r for r in selected if r["alarms"] and faulty(r["entry"])]
+        if not hits:
+            return ""
+        named = ", ".join(f"{name}: {labels[name]['label']}" for name in sorted({r["entry"] for r in hits}))
+        return (f" {len(hits)} of these are on models whose outcome label is a fault, not healthy "
+                f"({named}), so they are not false alarms.")
+
     lines = ["# Healthy false alarms on third-party models", "",
              f"Written by `{command}` from `benchmarks/cache/false_alarms.json`. Each healthy third-party "
              "model (`scripts/third_party.py`: keras.applications with `weights=None` at its smallest input "
@@ -237,7 +249,8 @@ def render_false_alarm_runs(runs: dict, models: list, labels: dict, fingerprint:
              "of warning or error severity. Runs are on a shared 2-core machine under `nice -n 19`; the "
              "seconds are wall-clock and only say what a run cost there.", "",
              f"## At the current code (fingerprint `{fingerprint}`)", "",
-             f"{len(current)} of {planned} runs done, {count(current).split('/')[0]} with an alarm.", "",
+             f"{len(current)} of {planned} runs done, {count(current).split('/')[0]} with an alarm."
+             + on_faulty(current), "",
              "| seed | " + " | ".join(f"batch {b}" for b in FALSE_ALARM_BATCHES) + " |",
              "|---|" + "---|" * len(FALSE_ALARM_BATCHES)]
     for seed in FALSE_ALARM_SEEDS:
@@ -251,7 +264,7 @@ def render_false_alarm_runs(runs: dict, models: list, labels: dict, fingerprint:
     if earlier:
         lines += [f"{len(earlier)} runs made before the code last changed (fingerprints "
                   f"{', '.join(f'`{v}`' for v in versions)}); not counted above. "
-                  f"{count(earlier).split('/')[0]} of them had an alarm.", ""]
+                  f"{count(earlier).split('/')[0]} of them had an alarm." + on_faulty(earlier), ""]
     else:
         lines += ["None.", ""]
     lines += ["## Per model", "",

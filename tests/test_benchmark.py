@@ -373,7 +373,8 @@ def test_false_alarm_report_keeps_runs_of_earlier_code_apart():
                                              {"vgg16": {"label": "exploding"}}, "new", set(), "cmd")
     assert "2 of 30 runs done, 1 with an alarm." in text
     assert "| 1 | 1/1 with an alarm | not run |" in text and "| 0 | not run | 0/1 with an alarm |" in text
-    assert "1 runs made before the code last changed (fingerprints `old`)" in text
+    assert ("1 runs made before the code last changed (fingerprints `old`); not counted above. 1 of them had an "
+            "alarm. 1 of these are on models whose outcome label is a fault, not healthy (vgg16: exploding)") in text
     assert "| vgg16 | no | exploding | 1: 32/0 | 0 | 1 | 1 | 10 |" in text
     assert "Never run at any code version: mobilenet." in text
     assert "- vgg16 batch 16 seed 0 (code `old`): GA203 (error) at the model: grew" in text
