@@ -24,7 +24,10 @@ see :func:`real_bug_entries`).
 4. **Healthy false alarms** (``--false-alarms``, long): every third-party
    model built healthy, diagnosed at default settings for batch sizes 16 and
    32 and seeds 0-4, each run cached in ``benchmarks/cache/false_alarms.json``
-   so an interrupted run resumes.
+   so an interrupted run resumes (its probe is kept beside it, in
+   ``false_alarm_probes/``, not committed).  Runs never made at any code
+   version go first; ``--false-alarms-report`` writes
+   ``benchmarks/false_alarms.md`` with every cached run and its code version.
 
 Writes ``benchmarks/results.md`` and ``benchmarks/results.json``.
 
