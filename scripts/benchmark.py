@@ -24,7 +24,10 @@ see :func:`real_bug_entries`).
 4. **Healthy false alarms** (``--false-alarms``, long): every third-party
    model built healthy, diagnosed at default settings for batch sizes 16 and
    32 and seeds 0-4, each run cached in ``benchmarks/cache/false_alarms.json``
-   so an interrupted run resumes.
+   so an interrupted run resumes (its probe is kept beside it, in
+   ``false_alarm_probes/``, not committed).  Runs never made at any code
+   version go first; ``--false-alarms-report`` writes
+   ``benchmarks/false_alarms.md`` with every cached run and its code version.
 
 Writes ``benchmarks/results.md`` and ``benchmarks/results.json``.
 
@@ -211,6 +214,86 @@ def _layer_order(model) -> dict:
             position += 1
         order[layer.name] = max(position, 0)
     return order
+
+
+def render_false_alarm_runs(runs: dict, models: list, labels: dict, fingerprint: str,
+                            forced: set, command: str) -> str:
+    """Every cached false-alarm run, those at the current code apart from those at earlier versions.
+
+    Unlike the results' section (current code only), this shows what the sweep has measured
+    so far at any code version, so a sweep stopped and resumed across code changes loses nothing.
+    """
+    current = [r for r in runs.values() if r.get("fingerprint") == fingerprint and r["entry"] in models]
+    earlier = [r for r in runs.values() if r.get("fingerprint") != fingerprint and r["entry"] in models]
+    planned = len(models) * len(FALSE_ALARM_BATCHES) * len(FALSE_ALARM_SEEDS)
+
+    def count(selected):
+        return f"{sum(bool(r['alarms']) for r in selected)}/{len(selected)}"
+
+    def faulty(name):
+        label = (labels.get(name) or {}).get("label")
+        return label not in (None, "healthy", "ambiguous", "error")
+
+    def on_faulty(selected):
+        hits = [r for r in selected if r["alarms"] and faulty(r["entry"])]
+        if not hits:
+            return ""
+        named = ", ".join(f"{name}: {labels[name]['label']}" for name in sorted({r["entry"] for r in hits}))
+        return (f" {len(hits)} of these are on models whose outcome label is a fault, not healthy "
+                f"({named}), so they are not false alarms.")
+
+    lines = ["# Healthy false alarms on third-party models", "",
+             f"Written by `{command}` from `benchmarks/cache/false_alarms.json`. Each healthy third-party "
+             "model (`scripts/third_party.py`: keras.applications with `weights=None` at its smallest input "
+             "on enlarged digits, and the Keras docs' text classifiers; Adam 1e-3 as published) is diagnosed "
+             "by `gradadvisor.api.diagnose` at the default settings (30 probe steps) for batch sizes "
+             f"{' and '.join(map(str, FALSE_ALARM_BATCHES))} and seeds {FALSE_ALARM_SEEDS[0]}-"
+             f"{FALSE_ALARM_SEEDS[-1]}: {len(models)} models, {planned} planned runs. An alarm is any finding "
+             "of warning or error severity. Runs are on a shared 2-core machine under `nice -n 19`; the "
+             "seconds are wall-clock and only say what a run cost there.", "",
+             f"## At the current code (fingerprint `{fingerprint}`)", "",
+             f"{len(current)} of {planned} runs done, {count(current).split('/')[0]} with an alarm."
+             + on_faulty(current), "",
+             "| seed | " + " | ".join(f"batch {b}" for b in FALSE_ALARM_BATCHES) + " |",
+             "|---|" + "---|" * len(FALSE_ALARM_BATCHES)]
+    for seed in FALSE_ALARM_SEEDS:
+        cells = []
+        for batch in FALSE_ALARM_BATCHES:
+            chosen = [r for r in current if r["seed"] == seed and r["batch_size"] == batch]
+            cells.append(f"{count(chosen)} with an alarm" if chosen else "not run")
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    versions = sorted({r["fingerprint"] for r in earlier})
+    lines += ["", "## At earlier code versions", ""]
+    if earlier:
+        lines += [f"{len(earlier)} runs made before the code last changed (fingerprints "
+                  f"{', '.join(f'`{v}`' for v in versions)}); not counted above. "
+                  f"{count(earlier).split('/')[0]} of them had an alarm." + on_faulty(earlier), ""]
+    else:
+        lines += ["None.", ""]
+    lines += ["## Per model", "",
+              "| model | calibration | outcome label | current code: runs (batch/seed) | alarms | earlier code: runs | alarms | median s |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name in models:
+        now = sorted((r for r in current if r["entry"] == name), key=lambda r: (r["seed"], r["batch_size"]))
+        before = [r for r in earlier if r["entry"] == name]
+        seconds = [r["seconds"] for r in now + before]
+        which = ", ".join(f"{r['batch_size']}/{r['seed']}" for r in now) or "–"
+        lines.append(f"| {name} | {'yes' if name in forced else 'no'} | "
+                     f"{(labels.get(name) or {}).get('label') or 'not labelled'} | {len(now)}: {which} | "
+                     f"{sum(bool(r['alarms']) for r in now)} | {len(before)} | {sum(bool(r['alarms']) for r in before)} | "
+                     f"{round(statistics.median(seconds)) if seconds else '–'} |")
+    never = [n for n in models if not any(r["entry"] == n for r in current + earlier)]
+    lines += ["", f"Never run at any code version: {', '.join(never) or 'none'}.", "", "## Every alarm", ""]
+    alarmed = sorted((r for r in current + earlier if r["alarms"]),
+                     key=lambda r: (r["entry"], r["seed"], r["batch_size"]))
+    for r in alarmed:
+        version = "current code" if r["fingerprint"] == fingerprint else f"code `{r['fingerprint']}`"
+        for a in r["alarms"]:
+            lines.append(f"- {r['entry']} batch {r['batch_size']} seed {r['seed']} ({version}): {a['rule']} "
+                         f"({a['severity']}) at {a['first_layer'] or 'the model'}: {a['summary']}")
+    if not alarmed:
+        lines.append("None.")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------
@@ -532,8 +615,10 @@ def ensure_false_alarms(entries: list, args) -> dict:
     # already covers every model at the first seeds, and builds each model once per seed.
     plan = [(entry, batch, seed) for seed in FALSE_ALARM_SEEDS for entry in entries
             for batch in FALSE_ALARM_BATCHES]
-    # The runs that had false alarms before come first: they check the rule fixes.
-    plan.sort(key=lambda item: f"{item[0].name}|{item[1]}|{item[2]}" not in KNOWN_FALSE_ALARMS)
+    # Breadth first: runs never made at any code version, then those made only at an
+    # earlier one, the runs that had false alarms before first among them (they check the rule fixes).
+    plan.sort(key=lambda item: (f"{item[0].name}|{item[1]}|{item[2]}" in runs,
+                                f"{item[0].name}|{item[1]}|{item[2]}" not in KNOWN_FALSE_ALARMS))
     shard, shards = getattr(args, "shard", None) or (0, 1)
     plan = [item for position, item in enumerate(plan) if position % shards == shard]
     todo = [(e, b, s) for e, b, s in plan
@@ -566,6 +651,9 @@ def ensure_false_alarms(entries: list, args) -> dict:
         alarms = [{"rule": f.rule, "severity": f.severity, "first_layer": f.first_layer,
                    "summary": getattr(f, "message", None) or getattr(f, "summary", None)}
                   for f in diagnosis.findings if f.severity in ("warning", "error")]
+        # The probe itself is kept: a run costs minutes, applying the rules to it again milliseconds.
+        save_probe(Path(args.out) / "cache" / "false_alarm_probes" / f"{entry.name}-{batch}-{seed}.json.gz",
+                   diagnosis.probe, fingerprint)
         runs[f"{entry.name}|{batch}|{seed}"] = {
             "entry": entry.name, "batch_size": batch, "seed": seed, "status": diagnosis.status,
             "alarms": alarms, "seconds": round(time.perf_counter() - started, 2),
@@ -581,6 +669,27 @@ def ensure_false_alarms(entries: list, args) -> dict:
             f"{', '.join(a['rule'] for a in alarms) or 'no alarm'} ({time.perf_counter() - started:.0f} s)")
     return {key: run for key, run in runs.items() if run.get("fingerprint") == fingerprint
             and run["entry"] in {e.name for e in entries}}
+
+
+def save_probe(path: Path, probe, fingerprint: str) -> None:
+    """Write a probe result as gzipped JSON (atomically), with the code fingerprint it was made at."""
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as stream:
+        stream.write(json.dumps({"fingerprint": fingerprint, "probe": probe.to_dict()}).encode())
+    os.replace(temporary, path)
+
+
+def load_probe(path: Path):
+    """A probe saved by :func:`save_probe`: ``(fingerprint, ProbeResult)``."""
+    import gzip
+
+    from gradadvisor.probe.result import ProbeResult
+
+    data = json.loads(gzip.decompress(Path(path).read_bytes()))
+    return data["fingerprint"], ProbeResult.from_dict(data["probe"])
 
 
 def summarize_false_alarms(runs: dict, entries: list, labels: dict) -> dict:
@@ -938,6 +1047,9 @@ def main(argv=None) -> int:
                         help="also diagnose every healthy third-party model at batch 16/32, seeds 0-4 (long)")
     parser.add_argument("--false-alarms-only", action="store_true",
                         help="run only the false-alarm sweep, then render from the caches")
+    parser.add_argument("--false-alarms-report", action="store_true",
+                        help="write benchmarks/false_alarms.md (every cached false-alarm run, at any code "
+                             "version) and stop")
     parser.add_argument("--report-only", action="store_true",
                         help="render results from the caches without training anything")
     parser.add_argument("--shard", type=_shard,
@@ -965,12 +1077,20 @@ def main(argv=None) -> int:
         return 0
     started = time.perf_counter()
     everything = chosen
-    if args.false_alarms_only:
-        import_keras()
+    if args.false_alarms_only or args.false_alarms_report:
         import third_party
 
-        ensure_false_alarms(third_party.cheapest_first(
-            [e for e, g in chosen if g == "third-party" and e.label == "healthy"]), args)
+        healthy = third_party.cheapest_first([e for e, g in chosen if g == "third-party" and e.label == "healthy"])
+        if args.false_alarms_only:
+            import_keras()
+            ensure_false_alarms(healthy, args)
+        out = Path(args.out)
+        write_atomic(out / "false_alarms.md", render_false_alarm_runs(
+            read_json(out / "cache" / "false_alarms.json", {}).get("runs", {}), [e.name for e in healthy],
+            read_json(out / "labels.json", {}).get("entries", {}), code_fingerprint(), calibration_names(),
+            "python scripts/benchmark.py --family third-party --false-alarms-report"))
+        if args.false_alarms_report:
+            return 0
         args.report_only = True
     if args.report_only:
         cached = read_json(Path(args.out) / "labels.json", {}).get("entries", {})

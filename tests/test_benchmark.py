@@ -352,6 +352,33 @@ def test_false_alarm_shards_share_one_cache_without_losing_runs(tmp_path, monkey
     assert sorted(runs) == ["tiny-a|32|0", "tiny-b|32|0"]
     on_disk = json.loads((tmp_path / "cache" / "false_alarms.json").read_text())["runs"]
     assert set(on_disk) == {"tiny-a|32|0", "tiny-b|32|0", "other|16|0"}
+    # Each run's probe is kept, and the rules applied to it again give the run's verdict.
+    from gradadvisor.analysis.engine import evaluate, load_rules
+
+    fingerprint, probe = benchmark.load_probe(tmp_path / "cache" / "false_alarm_probes" / "tiny-a-32-0.json.gz")
+    assert fingerprint == benchmark.code_fingerprint() and probe.steps_run == 3
+    again = [f.rule for f in evaluate(probe, load_rules()) if f.severity in ("warning", "error")]
+    assert again == [a["rule"] for a in on_disk["tiny-a|32|0"]["alarms"]]
+
+
+def test_false_alarm_report_keeps_runs_of_earlier_code_apart():
+    def run(entry, batch, seed, fingerprint, alarms=()):
+        return {"entry": entry, "batch_size": batch, "seed": seed, "fingerprint": fingerprint, "seconds": 10.0,
+                "status": "error" if alarms else "healthy",
+                "alarms": [{"rule": r, "severity": "error", "first_layer": None, "summary": "grew"} for r in alarms]}
+
+    runs = {"vgg16|16|0": run("vgg16", 16, 0, "old", ["GA203"]), "vgg16|32|0": run("vgg16", 32, 0, "new"),
+            "resnet50|16|1": run("resnet50", 16, 1, "new", ["GA101"]), "other|16|0": run("other", 16, 0, "new")}
+    text = benchmark.render_false_alarm_runs(runs, ["vgg16", "resnet50", "mobilenet"],
+                                             {"vgg16": {"label": "exploding"}}, "new", set(), "cmd")
+    assert "2 of 30 runs done, 1 with an alarm." in text
+    assert "| 1 | 1/1 with an alarm | not run |" in text and "| 0 | not run | 0/1 with an alarm |" in text
+    assert ("1 runs made before the code last changed (fingerprints `old`); not counted above. 1 of them had an "
+            "alarm. 1 of these are on models whose outcome label is a fault, not healthy (vgg16: exploding)") in text
+    assert "| vgg16 | no | exploding | 1: 32/0 | 0 | 1 | 1 | 10 |" in text
+    assert "Never run at any code version: mobilenet." in text
+    assert "- vgg16 batch 16 seed 0 (code `old`): GA203 (error) at the model: grew" in text
+    assert "other" not in text
 
 
 def test_real_bug_programs_are_summarised_with_the_calibration_programs_apart(tmp_path):
