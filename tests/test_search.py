@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,18 @@ def test_recommend_confirms_and_saves_a_fixed_model(sigmoid_case, tmp_path, kera
     assert document["setup"] == result.setup.to_dict() and document["fixed_model_path"] == str(tmp_path / "fixed.keras")
     assert "diagnosis" not in document and result.diagnosis is diagnosis
     assert_shows_the_report_in_a_notebook(result, diagnosis)
+
+
+def test_reloading_a_fixed_model_with_a_new_optimizer_shows_no_keras_note(tmp_path):
+    """The fixed file's optimizer (Adam, with slots) is unbuilt when saved; its re-probe says nothing of it."""
+    model, x, y = build_example("deep-sigmoid")
+    diagnosis = diagnose(model, x, y, steps=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = recommend(model, x, y, diagnosis=diagnosis, max_trials=1, trial_steps=20, seed=1,
+                           save_fixed=tmp_path / "fixed.keras")
+    assert result.setup.to_dict()["optimizer"].startswith("adam") and result.fixed_model_path
+    assert [str(w.message) for w in caught if "Skipping variable loading" in str(w.message)] == []
 
 
 def assert_shows_the_report_in_a_notebook(result, diagnosis):

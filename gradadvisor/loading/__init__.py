@@ -14,6 +14,7 @@ from .data import Data, from_python, load_data, validate_data  # noqa: F401
 from .introspection import (RELU_FAMILY, SATURATING_ACTIVATIONS, activation_name,  # noqa: F401
                             input_specs, output_layers)
 from .loss import LossChoice, resolve_loss  # noqa: F401
-from .models import check_model_path, import_custom_objects, load_model, resolve_model  # noqa: F401
+from .models import (check_model_path, import_custom_objects, load_model, resolve_model,  # noqa: F401
+                     unbuilt_optimizer_state_ignored)
 from .synthetic import synthetic_data  # noqa: F401
 from .prepare import prepare  # noqa: F401

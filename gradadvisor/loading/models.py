@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 import warnings
@@ -10,6 +11,19 @@ from pathlib import Path
 
 from .._tf import import_keras
 from ..errors import ModelLoadError, UsageError, quote
+
+
+@contextlib.contextmanager
+def unbuilt_optimizer_state_ignored():
+    """Silence Keras' warning that a loaded model's optimizer state is skipped.
+
+    A model saved before training (the user's, or the fixed model the search
+    writes) has an unbuilt optimizer; Keras warns that it skips that (empty)
+    state when the loaded optimizer builds, which says nothing to the user.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        yield
 
 
 def check_model_path(path) -> Path:
@@ -95,10 +109,7 @@ def load_model(path, *, unsafe: bool = False, custom_objects: dict | None = None
     path = check_model_path(path)
     _, keras = import_keras()
     try:
-        with warnings.catch_warnings():
-            # A model saved before training has an unbuilt optimizer; Keras warns
-            # that it skips its (empty) state, which says nothing to the user.
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        with unbuilt_optimizer_state_ignored():
             if path.suffix.lower() == ".keras":
                 model = keras.saving.load_model(
                     path, custom_objects=custom_objects, compile=True, safe_mode=not unsafe)

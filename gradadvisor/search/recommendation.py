@@ -20,7 +20,7 @@ from typing import Callable
 
 from .._tf import import_keras
 from ..errors import SurgeryError
-from ..loading import Data, resolve_loss
+from ..loading import Data, resolve_loss, unbuilt_optimizer_state_ignored
 from ..loading.prepare import prepare
 from .budget import MIN_TRIALS, resize_time_budget, size_budget
 from .data import chance_loss, split_data
@@ -507,7 +507,8 @@ def _save(request: _Request, fixed_copy) -> tuple:
             fixed_copy.save(tmp)
         path = str(request.save_fixed)
         try:
-            subject = keras.saving.load_model(path, compile=True)
+            with unbuilt_optimizer_state_ignored():
+                subject = keras.saving.load_model(path, compile=True)
         except Exception:  # custom objects the caller registered only in its own scope
             subject = fixed_copy
     request.say("confirm", 2, 2, "re-probing the fixed model")
