@@ -102,15 +102,11 @@ class _Measurement:
         ``(path, name)`` of each number of the float32 ``vector``.
         """
         from ..loading import activation_name
-        from ..probe.stats import activation_stats_vector
+        from ..probe import layer_output_stats
 
-        tf = self.tf
         by_path = {path: layer for path, layer, _ in self.ensure_groups()}
-        measured = [path for path in tracer.order
-                    if isinstance(tracer.outputs[path], tf.Tensor) and tracer.outputs[path].dtype.is_floating]
-        vector, names = activation_stats_vector(
-            tf, [(tracer.outputs[path], activation_name(by_path.get(path))) for path in measured])
-        entries = [(path, name) for path, layer_names in zip(measured, names) for name in layer_names]
+        vector, entries = layer_output_stats(
+            self.tf, tracer.outputs, tracer.order, lambda path: activation_name(by_path.get(path)))
         return list(tracer.order), entries, vector
 
     def statistics(self, loss, gradients_by_id, before_by_id, tracer, timestep_norms, batch_size,

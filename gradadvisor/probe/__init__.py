@@ -20,7 +20,7 @@ from .gradients import (StepGradients, forward_and_gradients, model_forward,  # 
                         recurrent_inputs, recurrent_outputs)
 from .run import run_probe  # noqa: F401
 from .step import ProbeStep  # noqa: F401
-from .stats import (ACTIVATION_STATS, WEIGHT_STATS, activation_stats, describe_layers,  # noqa: F401
-                    group_variables, layer_weight_stats, timestep_norms)
+from .stats import (ACTIVATION_STATS, WEIGHT_STATS, describe_layers, group_variables,  # noqa: F401
+                    layer_output_stats, layer_weight_stats, timestep_norms)
 from .walk import is_graph_model, Tracer, leaf_layers  # noqa: F401
 from .working_copy import make_working_copy, describe_optimizer, make_loss_function  # noqa: F401

@@ -202,10 +202,25 @@ def describe_layers(model, groups, order, keras) -> list:
     return infos
 
 
-def activation_stats(tf, output, activation):
-    """The :data:`ACTIVATION_STATS` of one layer output, by name (see :func:`activation_stats_vector`)."""
-    vector, names = activation_stats_vector(tf, [(output, activation)])
-    return dict(zip(names[0], tf.unstack(vector)))
+def layer_output_stats(tf, outputs: dict, order, activation_of):
+    """The statistics of every floating-point layer output, in call order (traced).
+
+    Args:
+        tf: The TensorFlow module.
+        outputs: ``{path: output}`` as a :class:`~gradadvisor.probe.walk.Tracer` records them.
+        order: The layer paths in call order.
+        activation_of: ``activation_of(path)``: the name of the activation that
+            produced that output.
+
+    Returns:
+        ``(vector, entries)``: the float32 statistics (:func:`activation_stats_vector`)
+        and the ``(path, name)`` of each of its numbers. Outputs that are not
+        floating-point tensors are left out.
+    """
+    measured = [path for path in order
+                if isinstance(outputs.get(path), tf.Tensor) and outputs[path].dtype.is_floating]
+    vector, names = activation_stats_vector(tf, [(outputs[path], activation_of(path)) for path in measured])
+    return vector, [(path, name) for path, layer_names in zip(measured, names) for name in layer_names]
 
 
 def activation_stats_vector(tf, items):

@@ -15,7 +15,7 @@ import numpy as np
 from ..loading import activation_name
 from .batches import training_batches
 from .gradients import forward_and_gradients, model_forward
-from .stats import (WEIGHT_STATS, activation_stats_vector, describe_layers, group_variables, timestep_norms,
+from .stats import (WEIGHT_STATS, describe_layers, group_variables, layer_output_stats, timestep_norms,
                     weight_stats_matrix)
 from .updates import UpdatesNotSeen, apply_and_measure, updates_can_be_recorded
 from .walk import is_graph_model
@@ -68,12 +68,9 @@ class ProbeStep:
                       tf.reshape(tf.sqrt(total_square), [1])]
             if order is not None:
                 self.order = list(order)
-                measured = [path for path in order
-                            if isinstance(outputs.get(path), tf.Tensor) and outputs[path].dtype.is_floating]
-                vector, names = activation_stats_vector(
-                    tf, [(outputs[path], activation_name(self._layer_by_path(path))) for path in measured])
-                for path, layer_names in zip(measured, names):
-                    self.layout.extend((path, name) for name in layer_names)
+                vector, entries = layer_output_stats(
+                    tf, outputs, order, lambda path: activation_name(self._layer_by_path(path)))
+                self.layout.extend(entries)
                 values.append(vector)
             timestep_values = []
             for path, grad in rnn_grads.items():

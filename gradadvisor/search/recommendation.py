@@ -239,8 +239,7 @@ def run_recommendation(model, data, y, plan, *, diagnosis=None, progress: Callab
                               distributed=cluster.to_dict() if cluster else None, diagnosis=request.diagnosis)
     records, interrupted = _search(request, plan.search.tuner, plan.search.tuner_dir)
     ranked, trials, shared = _rank(request, records)
-    budget["seconds_used"] = round(time.perf_counter() - request.started, 2)
-    budget["cpu_seconds_used"] = round(time.process_time() - request.cpu_started, 2)
+    _record_time_used(request, budget)
     partial = dict(dimensions=request.dimensions, trials=trials, budget=budget, interrupted=interrupted,
                    distributed=shared, diagnosis=request.diagnosis)
     if cluster is not None and cluster.role == "worker":
@@ -270,8 +269,7 @@ def run_recommendation(model, data, y, plan, *, diagnosis=None, progress: Callab
     if recommended:
         path, fixed_status, fixed_findings = _save(request, fixed_copy)
         reason += " " + _reprobe_text(path, fixed_status, fixed_findings, request.diagnosis.probe.num_steps)
-    budget["seconds_used"] = round(time.perf_counter() - request.started, 2)
-    budget["cpu_seconds_used"] = round(time.process_time() - request.cpu_started, 2)
+    _record_time_used(request, budget)
     return Recommendation(recommended, reason, setup, changes=changes, snippet=code, confirmation=confirmation,
                           fixed_model=fixed_copy if recommended else None, fixed_model_path=path,
                           fixed_status=fixed_status, fixed_findings=fixed_findings, skipped=skipped,
@@ -310,6 +308,12 @@ def _prepare(model, data, y, plan, *, diagnosis, progress) -> _Request:
         seed=options.seed, batch_size=options.batch_size, strategy=resolve_strategy(), cluster=cluster,
         save_fixed=plan.save_fixed, progress=progress, started=time.perf_counter(),
         clock_start=_clock(budget)(), cpu_started=time.process_time())
+
+
+def _record_time_used(request: _Request, budget: dict):
+    """Wall and CPU seconds since the search was prepared, into ``budget``."""
+    budget["seconds_used"] = round(time.perf_counter() - request.started, 2)
+    budget["cpu_seconds_used"] = round(time.process_time() - request.cpu_started, 2)
 
 
 def _clock(budget: dict) -> Callable:
