@@ -131,8 +131,13 @@ def _tiny(keras, units, activation, loss):
     ("sigmoid_categorical", "GA702"),
     ("linear_into_probabilities", "GA703"),
     ("softmax_into_logits", "GA704"),
+    ("relu_into_categorical", "GA705"),
+    ("sigmoid_regression_out_of_range", "GA706"),
+    ("softmax_multilabel", "GA707"),
     ("healthy_sparse", None),
     ("healthy_logits", None),
+    ("healthy_sigmoid_regression_in_range", None),
+    ("healthy_multilabel_sigmoid", None),
 ])
 def test_output_configuration_rules_on_real_models(keras_module, case, rule):
     keras = keras_module
@@ -147,7 +152,17 @@ def test_output_configuration_rules_on_real_models(keras_module, case, rule):
         "softmax_into_logits": (lambda: (_tiny(keras, 3, "softmax",
                                                keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
                                          labels)),
+        "relu_into_categorical": (lambda: (_tiny(keras, 3, "relu", "categorical_crossentropy"),
+                                           np.eye(3, dtype="float32")[labels])),
+        "sigmoid_regression_out_of_range": (lambda: (_tiny(keras, 1, "sigmoid", "mean_squared_error"),
+                                                     5.0 + 30.0 * rng.uniform(size=(64, 1)).astype("float32"))),
+        "softmax_multilabel": (lambda: (_tiny(keras, 3, "softmax", "mean_squared_error"),
+                                        _multi_hot(rng))),
         "healthy_sparse": (lambda: (_tiny(keras, 3, "softmax", "sparse_categorical_crossentropy"), labels)),
+        "healthy_sigmoid_regression_in_range": (lambda: (_tiny(keras, 1, "sigmoid", "mean_squared_error"),
+                                                         rng.uniform(size=(64, 1)).astype("float32"))),
+        "healthy_multilabel_sigmoid": (lambda: (_tiny(keras, 3, "sigmoid", "binary_crossentropy"),
+                                                _multi_hot(rng))),
         "healthy_logits": (lambda: (_tiny(keras, 3, None,
                                           keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
                                     labels)),
@@ -160,6 +175,53 @@ def test_output_configuration_rules_on_real_models(keras_module, case, rule):
         assert [f.rule for f in found] == [rule]
         assert found[0].layers == ["head"]
         assert found[0].fixes == ["output"]
+
+
+def _multi_hot(rng, rows=64):
+    """Several labels per row (some rows none), as sklearn's make_multilabel_classification gives."""
+    return (rng.uniform(size=(rows, 3)) < 0.5).astype("float32")
+
+
+def test_synthetic_targets_are_not_judged_against_the_output_range(keras_module):
+    # Synthetic regression targets are made up (normal values); a sigmoid output
+    # cannot be blamed for not reaching them.
+    diagnosis = diagnose(_tiny(keras_module, 1, "sigmoid", "mean_squared_error"), steps=3, batch_size=16)
+    assert diagnosis.probe.outputs[0]["targets"] is None
+    assert not [f for f in diagnosis.findings if f.category == "output_config"]
+
+
+@pytest.mark.parametrize("activation, loss, make_y, fix", [
+    ("sigmoid", "mean_squared_error", lambda rng, x: 2.0 + x[:, :1] - 0.5 * x[:, 1:2], "linear"),
+    ("softmax", "categorical_crossentropy", lambda rng, x: _multi_hot(rng, len(x)), "sigmoid"),
+    ("relu", "categorical_crossentropy",
+     lambda rng, x: np.eye(3, dtype="float32")[np.argmax(x[:, :3], axis=1)], "softmax"),
+])
+def test_output_range_fixes_are_searched_and_the_fixed_model_learns(keras_module, activation, loss, make_y, fix):
+    from gradadvisor.search.space import search_space, setup_from_values
+    from gradadvisor.surgery import apply_setup
+
+    keras = keras_module
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(256, 6)).astype("float32")
+    y = make_y(rng, x).astype("float32")
+    model = _tiny(keras, y.shape[1], activation, loss)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=loss)
+    before = diagnose(model, x, y, steps=STEPS, batch_size=32)
+    dimensions = {d.name: d for d in search_space(before, model)}
+    assert dimensions["output"].values == ["keep", fix]
+    fixed = apply_setup(model, setup_from_values({"output": fix}))
+    assert model.layers[-1].get_config()["activation"] == activation  # the user's model is untouched
+    after = diagnose(fixed, x, y, steps=STEPS, batch_size=32)
+    assert not [f for f in after.findings if f.category == "output_config"]
+    original = keras.models.clone_model(model)
+    original.compile(optimizer=keras.optimizers.SGD(0.05), loss=loss)
+    keras.utils.set_random_seed(0)
+    broken = original.fit(x, y, epochs=8, batch_size=32, verbose=0).history["loss"][-1]
+    keras.utils.set_random_seed(0)
+    history = fixed.fit(x, y, epochs=8, batch_size=32, verbose=0).history["loss"]
+    assert np.isfinite(history[-1]) and history[-1] < history[0]
+    if fix == "linear":
+        assert history[-1] < 0.5 * broken
 
 
 def test_all_dead_relu_network_without_output_bias_gets_dead_units_and_no_signal(keras_module):

@@ -183,6 +183,37 @@ def test_zero_grads_are_explained_by_dead_units_after_the_layer_or_a_sparse_look
      {"output_probabilities_to_logits_loss": 1.0, "output_sigmoid_multiclass": 0.0}),
     ({"activation": "linear", "units": 3, "loss_kind": "sparse", "from_logits": None},
      {"output_logits_to_probability_loss": None, "output_probabilities_to_logits_loss": None}),
+    ({"activation": "relu", "units": 10, "loss_kind": "categorical", "from_logits": False},
+     {"output_nonprobability_to_probability_loss": 1.0, "output_logits_to_probability_loss": 0.0}),
+    ({"activation": "softmax", "units": 10, "loss_kind": "categorical", "from_logits": False},
+     {"output_nonprobability_to_probability_loss": 0.0}),
+    # A sigmoid regression output whose targets run far above 1 (SO 48221692).
+    ({"activation": "sigmoid", "units": 1, "loss_kind": "regression", "from_logits": None,
+      "targets": {"p01": 5.3, "p99": 35.1, "min": 4.0, "max": 36.0}},
+     {"output_targets_out_of_range": 1.0, "output_range_low": 0.0, "output_range_high": 1.0,
+      "target_p01": 5.3, "target_p99": 35.1}),
+    ({"activation": "sigmoid", "units": 1, "loss_kind": "regression", "from_logits": None,
+      "targets": {"p01": 0.0, "p99": 1.0, "min": 0.0, "max": 1.0}},
+     {"output_targets_out_of_range": 0.0}),
+    ({"activation": "relu", "units": 1, "loss_kind": "regression", "from_logits": None,
+      "targets": {"p01": -2.0, "p99": 3.0, "min": -3.0, "max": 4.0}},
+     {"output_targets_out_of_range": 1.0, "output_range_high": math.inf}),
+    ({"activation": "linear", "units": 1, "loss_kind": "regression", "from_logits": None,
+      "targets": {"p01": -200.0, "p99": 300.0, "min": -300.0, "max": 400.0}},
+     {"output_targets_out_of_range": 0.0}),
+    # Without the user's targets, or for class ids, there is nothing to judge.
+    ({"activation": "sigmoid", "units": 1, "loss_kind": "regression", "from_logits": None, "targets": None},
+     {"output_targets_out_of_range": None, "output_softmax_rows_not_one": None}),
+    ({"activation": "softmax", "units": 3, "loss_kind": "sparse", "from_logits": False,
+      "targets": {"p01": 0.0, "p99": 2.0, "min": 0.0, "max": 2.0}},
+     {"output_targets_out_of_range": None, "output_softmax_rows_not_one": None}),
+    # Multi-hot rows under a softmax (SO 38648195), and one-hot rows.
+    ({"activation": "softmax", "units": 3, "loss_kind": "regression", "from_logits": None,
+      "targets": {"p01": 0.0, "p99": 1.0, "min": 0.0, "max": 1.0, "row_sum_p01": 0.0, "row_sum_p99": 3.0}},
+     {"output_softmax_rows_not_one": 1.0, "output_targets_out_of_range": 0.0, "target_row_sum_p99": 3.0}),
+    ({"activation": "softmax", "units": 3, "loss_kind": "categorical", "from_logits": False,
+      "targets": {"p01": 0.0, "p99": 1.0, "min": 0.0, "max": 1.0, "row_sum_p01": 1.0, "row_sum_p99": 1.0}},
+     {"output_softmax_rows_not_one": 0.0}),
 ])
 def test_output_flags_read_the_recorded_output(entry, flags):
     layers = [LayerInfo(name="hidden", class_name="Dense", index=0, num_params=10),
@@ -209,3 +240,17 @@ def test_persistent_dead_fraction_is_the_smallest_late_share():
     assert _signal("dead_fraction", probe, layers[0]) == pytest.approx(0.8)
     assert _signal("dead_fraction_persistent", probe, layers[0]) == pytest.approx(min(series[-3:]))
     assert _signal("dead_fraction_persistent", probe, layers[1]) is None
+
+
+def test_targets_are_described_by_percentiles_and_row_sums():
+    from gradadvisor.probe import describe_targets
+
+    rng = np.random.default_rng(0)
+    summary = describe_targets(rng.uniform(5.0, 35.0, size=(1000, 1)).astype("float32"))
+    assert 5.0 <= summary["p01"] < 6.0 and 34.0 < summary["p99"] <= 35.0
+    assert "row_sum_p01" not in summary
+    multi_hot = np.array([[1, 1, 0], [1, 1, 1], [0, 0, 0], [1, 0, 0]] * 25, dtype="float32")
+    rows = describe_targets(multi_hot)
+    assert rows["row_sum_p01"] == 0.0 and rows["row_sum_p99"] == 3.0
+    assert describe_targets(None) is None
+    assert describe_targets(np.array(["a", "b"])) is None

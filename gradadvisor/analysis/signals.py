@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..probe import ProbeResult
+from ..probe.targets import ACTIVATION_RANGES, softmax_rows_not_one, targets_out_of_range
 
 #: Floor for logarithms of gradient norms that are exactly zero.
 _TINY = 1e-30
@@ -405,6 +406,46 @@ def _last_blocking_index(probe: ProbeResult) -> int:
     return value
 
 
+@signal("output_range_low", "layer", "value")
+def output_range_low(probe: ProbeResult, layer):
+    """The lowest value the output layer's activation can produce (-inf for none).
+    None for a layer that is not an output."""
+    entry = _output_entry(probe, layer)
+    if entry is None or entry.get("activation") is None:
+        return None
+    return ACTIVATION_RANGES.get(entry["activation"], (-math.inf, math.inf))[0]
+
+
+@signal("output_range_high", "layer", "value")
+def output_range_high(probe: ProbeResult, layer):
+    """The highest value the output layer's activation can produce (inf for none).
+    None for a layer that is not an output."""
+    entry = _output_entry(probe, layer)
+    if entry is None or entry.get("activation") is None:
+        return None
+    return ACTIVATION_RANGES.get(entry["activation"], (-math.inf, math.inf))[1]
+
+
+def _target_value(key):
+    def compute(probe: ProbeResult, layer):
+        entry = _output_entry(probe, layer)
+        targets = (entry or {}).get("targets") or {}
+        return targets.get(key)
+    return compute
+
+
+for _name, _key, _doc in [
+    ("target_p01", "p01", "1st percentile of the output's target values (the user's data only)."),
+    ("target_p99", "p99", "99th percentile of the output's target values (the user's data only)."),
+    ("target_row_sum_p99", "row_sum_p99",
+     "99th percentile of each sample's targets summed over the output's last axis (1 for one "
+     "label per sample; the user's data only)."),
+]:
+    _function = _target_value(_key)
+    _function.__doc__ = _doc
+    signal(_name, "layer", "value")(_function)
+
+
 @signal("weight_norm_growth", "layer", "ratio")
 def weight_norm_growth(probe: ProbeResult, layer):
     """Last finite weight norm over the first: how much the step updates grew
@@ -468,6 +509,13 @@ def _probabilities_into_logits_loss(entry):
     return entry["activation"] in _PROBABILITIES and entry["from_logits"] is True
 
 
+def _probability_loss_without_probabilities(entry):
+    activation = entry.get("activation")
+    if activation is None or entry.get("from_logits") is None:
+        return None
+    return activation not in _PROBABILITIES + ("linear",) and entry["from_logits"] is False
+
+
 for _name, _check, _doc in [
     ("output_softmax_one_unit", _softmax_one_unit,
      "1 for an output layer that applies softmax over a single unit: its output is 1.0 for "
@@ -483,6 +531,20 @@ for _name, _check, _doc in [
      "1 for a softmax or sigmoid output layer whose crossentropy loss expects logits "
      "(from_logits=True): the probabilities are squashed a second time. None where the "
      "loss's expectation cannot be read."),
+    ("output_nonprobability_to_probability_loss", _probability_loss_without_probabilities,
+     "1 for an output layer whose activation is neither linear nor a probability (ReLU, "
+     "tanh, ...) under a crossentropy that expects probabilities (from_logits=False): "
+     "outputs above 1 or rows that do not sum to 1 are clipped or divided by a sum that "
+     "can be zero. None where the loss's expectation cannot be read."),
+    ("output_targets_out_of_range", targets_out_of_range,
+     "1 for an output layer whose activation cannot produce the targets: more than 1% of "
+     "the target values lie outside the activation's range (a sigmoid output for a "
+     "regression target above 1). None without the user's targets (synthetic data, a "
+     "tf.data stream) or for sparse labels."),
+    ("output_softmax_rows_not_one", softmax_rows_not_one,
+     "1 for a softmax output whose target rows do not sum to 1 (more than 1% of them off "
+     "by more than 0.01): several labels per sample, which a softmax distribution cannot "
+     "give. None without the user's targets or for sparse labels."),
 ]:
     _function = _output_flag(_check)
     _function.__doc__ = _doc
@@ -496,6 +558,10 @@ def output_problems(probe: ProbeResult) -> list:
         "output_sigmoid_multiclass": "sigmoid units trained with a categorical crossentropy",
         "output_logits_to_probability_loss": "a linear output fed to a loss that expects probabilities",
         "output_probabilities_to_logits_loss": "probabilities fed to a loss that expects logits",
+        "output_nonprobability_to_probability_loss":
+            "an output that is not a probability fed to a loss that expects probabilities",
+        "output_targets_out_of_range": "targets outside the range the output activation can produce",
+        "output_softmax_rows_not_one": "a softmax output for targets with several labels per sample",
     }
     problems = []
     for info in probe.layers:

@@ -56,6 +56,8 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(
             f"The 'batch_size' parameter must be a whole number of at least 1. Got {batch_size!r} instead.")
+    # Synthetic targets are made up to fit the output, so they say nothing of it.
+    user_targets = data.y if data is not None else None
     if data is None:
         data = synthetic_data(model, num_samples=max(256, batch_size * 4), seed=seed)
     if data.dataset is None and batch_size > data.num_samples:
@@ -87,7 +89,7 @@ def run_probe(model, data: Data | None = None, *, steps: int = 30, batch_size: i
         data_source=data.source, batch_size=batch_size, num_steps=steps, seed=seed,
         copy_mode=copy_mode, seconds=round(time.perf_counter() - started, 3),
         cpu_seconds=round(time.process_time() - cpu_started, 3),
-        outputs=describe_outputs(model, loss_choice.loss))
+        outputs=describe_outputs(model, loss_choice.loss, user_targets))
     notes = result.setdefault("notes", [])
     if loss_choice.inferred:
         notes.append(f"The model was not compiled: the loss {loss_choice.name} was inferred "

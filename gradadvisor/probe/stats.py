@@ -346,24 +346,30 @@ def _initializer_name(layer, key: str) -> str | None:
 _CROSSENTROPY = ("crossentropy", "binary_focal", "categorical_focal")
 
 
-def describe_outputs(model, loss) -> list:
+def describe_outputs(model, loss, targets=None) -> list:
     """What the output-configuration rules need, one dict per model output.
 
     Args:
         model: The model (its output layers and output widths are read).
         loss: The loss the probe trains with: a name, function or Loss object,
             or a list/dict of them for several outputs.
+        targets: The user's target array (a list of them for several outputs),
+            or None (synthetic data, a ``tf.data`` stream): then the targets
+            are not described.
 
     Returns:
-        ``[{"layer", "activation", "units", "loss", "loss_kind", "from_logits"}]``:
-        ``activation`` is ``"linear"`` for a layer whose activation is the
-        identity and None where the layer has none to read (a reshape);
-        ``from_logits`` is None for a loss whose expectations cannot be read
-        (a custom function). Targets are checked against the output when the
-        data is loaded, so they are not described here.
+        ``[{"layer", "activation", "units", "loss", "loss_kind", "from_logits",
+        "targets"}]``: ``activation`` is ``"linear"`` for a layer whose
+        activation is the identity and None where the layer has none to read
+        (a reshape); ``from_logits`` is None for a loss whose expectations
+        cannot be read (a custom function); ``targets`` is
+        :func:`describe_targets` of that output's targets, or None. Shapes and
+        label ranges are checked when the data is loaded; what is described
+        here is whether the output's activation can reach the targets at all.
     """
     from ..loading import output_layers
     from ..loading.loss import LossChoice, describe_loss
+    from .targets import describe_targets
 
     tensors = list(getattr(model, "outputs", None) or [])
     try:
@@ -397,8 +403,17 @@ def describe_outputs(model, loss) -> list:
             "loss": name,
             "loss_kind": LossChoice(item, name, False).kind if name else None,
             "from_logits": _from_logits(item, name),
+            "targets": describe_targets(_target_for(targets, position, len(layers))),
         })
     return described
+
+
+def _target_for(targets, position: int, count: int):
+    if targets is None:
+        return None
+    if isinstance(targets, (list, tuple)):
+        return targets[position] if position < len(targets) else None
+    return targets if count == 1 else None
 
 
 def _from_logits(loss, name) -> bool | None:

@@ -1,12 +1,16 @@
 """Output surgery: make the output layer and the loss agree.
 
-The output-configuration rules (GA701-GA704) each call for one change, named
+The output-configuration rules (GA701-GA707) each call for one change, named
 by a short string the search can carry as a choice:
 
-* ``"sigmoid"``: the output activation becomes sigmoid (softmax over one unit);
-  a categorical loss becomes binary crossentropy;
+* ``"sigmoid"``: the output activation becomes sigmoid (softmax over one unit,
+  a ReLU or tanh output under binary crossentropy, softmax over several labels
+  per sample); a categorical loss becomes binary crossentropy;
 * ``"softmax"``: the output activation becomes softmax (several sigmoid units
-  trained with a categorical crossentropy);
+  trained with a categorical crossentropy, a ReLU or tanh output under a
+  categorical one);
+* ``"linear"``: the output activation is removed (a bounded activation that
+  cannot reach the regression targets);
 * ``"from_logits"``: the loss reads logits (``from_logits=True``) because the
   output is linear;
 * ``"probabilities"``: the loss reads probabilities (``from_logits=False``)
@@ -24,9 +28,10 @@ from __future__ import annotations
 import re
 
 from ..errors import SurgeryError
+from ..probe.targets import softmax_rows_not_one, targets_out_of_range
 
 #: The changes :func:`rewrite_output` knows, besides ``"units=N"``.
-OUTPUT_FIXES = ("sigmoid", "softmax", "from_logits", "probabilities")
+OUTPUT_FIXES = ("sigmoid", "softmax", "linear", "from_logits", "probabilities")
 _UNITS = re.compile(r"^units=([1-9][0-9]*)$")
 #: Loss names and the Keras classes that take ``from_logits``.
 _LOSS_CLASSES = {
@@ -61,6 +66,12 @@ def output_fix_for(outputs: list) -> str | None:
             return "from_logits"
         if activation in ("softmax", "sigmoid") and from_logits is True:
             return "probabilities"
+        if activation not in (None, "linear", "softmax", "sigmoid") and from_logits is False:
+            return "sigmoid" if kind == "binary" or units == 1 else "softmax"
+        if softmax_rows_not_one(entry):
+            return "sigmoid"
+        if targets_out_of_range(entry):
+            return "linear"
     return None
 
 
@@ -95,7 +106,7 @@ def rewrite_output(model, fix: str, loss):
             "on single-output models only. Change the output layer in your model code.")
     target = output_layers(model)[0]
     units = _UNITS.match(fix)
-    if fix in ("sigmoid", "softmax"):
+    if fix in ("sigmoid", "softmax", "linear"):
         new_model = _rebuild(model, keras, target, lambda config: _with_activation(config, fix))
         new_loss = _binary_loss(loss, keras) if fix == "sigmoid" else loss
     elif units:
@@ -120,6 +131,10 @@ def _with_activation(config: dict, activation: str) -> dict:
     return {**config, "activation": activation}
 
 
+#: Weightless layers that are an activation and nothing else.
+_ACTIVATION_LAYERS = ("Softmax", "ReLU", "LeakyReLU", "ELU")
+
+
 def _rebuild(model, keras, target, edit):
     """A copy of ``model`` with ``edit`` applied to ``target``'s config; weights
     copied wherever the shapes still match."""
@@ -128,9 +143,9 @@ def _rebuild(model, keras, target, edit):
     def clone(layer):
         config = layer.get_config()
         if layer is target:
-            if type(layer).__name__ == "Softmax":
-                # A Softmax layer has no activation argument: an Activation layer
-                # of the same name stands in for it.
+            if type(layer).__name__ in _ACTIVATION_LAYERS:
+                # An activation layer (Softmax, ReLU, ...) has no activation argument:
+                # an Activation layer of the same name stands in for it.
                 new = keras.layers.Activation(edit({"name": layer.name, "activation": "softmax"})
                                               ["activation"], name=layer.name)
                 pairs.append((layer, new))
@@ -192,6 +207,9 @@ def output_snippet(fix: str) -> list:
     if fix == "softmax":
         return ["# Output: softmax over the classes for a categorical crossentropy.",
                 'output = layers.Dense(num_classes, activation="softmax")']
+    if fix == "linear":
+        return ["# Output: no activation, so predictions can reach every target value.",
+                "output = layers.Dense(num_outputs)  # activation=None"]
     if fix == "from_logits":
         return ["# The output layer has no activation: tell the loss it gets logits.",
                 "loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # or your crossentropy"]

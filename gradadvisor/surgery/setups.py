@@ -82,7 +82,7 @@ class Setup:
         warmup_steps: Steps of linear learning-rate warm-up from near zero to
             the (scaled) rate, then constant; 0 for none.
         output: An output change of :mod:`gradadvisor.surgery.output`
-            (``"sigmoid"``, ``"softmax"``, ``"from_logits"``,
+            (``"sigmoid"``, ``"softmax"``, ``"linear"``, ``"from_logits"``,
             ``"probabilities"`` or ``"units=N"``); None / ``"none"`` keeps the
             output layer and the loss.
 
