@@ -491,7 +491,7 @@ def test_probe_batch_statistics_match_a_naive_computation(keras, tf, GradientMon
                        "Got 'fast' instead."),
     ({"loss_spike": 0.5}, "The 'loss_spike' parameter of GradientMonitor must be a number above 1, or None to "
                           "turn the loss-spike trigger off. Got 0.5 instead."),
-    ({"select": ["GA999"]}, "--select names the unknown rule id 'GA999'."),
+    ({"select": ["GA999"]}, "The 'select' parameter names the unknown rule id 'GA999'."),
 ])
 def test_bad_parameters_are_refused_with_a_clear_message(GradientMonitor, kwargs, message):
     with pytest.raises(UsageError) as info:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gradadvisor.analysis.engine import builtin_rules_dir, load_rule_file, load_rules, run_examples, select_rules
-from gradadvisor.errors import RuleError, UsageError
+from gradadvisor.errors import COMMAND_LINE, RuleError, UsageError
 from gradadvisor.examples import EXAMPLES
 
 RULES = load_rules()
@@ -100,7 +100,11 @@ def test_select_and_ignore_check_ids():
     assert "GA101" not in select_rules(RULES, None, ["GA101"])
     with pytest.raises(UsageError) as caught:
         select_rules(RULES, ["GA999"], None)
-    assert str(caught.value).startswith("--select names the unknown rule id 'GA999'. Known ids: GA101, ")
+    assert str(caught.value).startswith("The 'select' parameter names the unknown rule id 'GA999'. "
+                                        "Known ids: GA101, ")
+    with pytest.raises(UsageError) as caught:
+        select_rules(RULES, None, ["GA999"], COMMAND_LINE)
+    assert str(caught.value).startswith("--ignore names the unknown rule id 'GA999'.")
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))

@@ -503,18 +503,22 @@ def run_examples(rule: Rule) -> list:
     return [(example, rule.matches(example["signals"])) for example in rule.examples]
 
 
-def select_rules(rules: dict, select=None, ignore=None) -> dict:
+def select_rules(rules: dict, select=None, ignore=None, spelling=None) -> dict:
     """Keep the ids in ``select`` (all when empty) and drop those in ``ignore``.
 
-    Raises:
-        RuleError: an id that no loaded rule has.
-    """
-    from ..errors import UsageError
+    ``spelling`` (:data:`~gradadvisor.errors.PYTHON` by default) says whether
+    an error names ``--select`` or the ``'select'`` parameter.
 
-    for option, ids in (("--select", select), ("--ignore", ignore)):
+    Raises:
+        UsageError: an id that no loaded rule has.
+    """
+    from ..errors import PYTHON, UsageError
+
+    spelling = spelling or PYTHON
+    for option, ids in (("select", select), ("ignore", ignore)):
         unknown = [i for i in (ids or []) if i not in rules]
         if unknown:
-            raise UsageError(f"{option} names the unknown rule id '{unknown[0]}'. Known ids: "
-                             f"{', '.join(rules)}.")
+            raise UsageError(f"{spelling.sentence(spelling(option))} names the unknown rule id "
+                             f"'{unknown[0]}'. Known ids: {', '.join(rules)}.")
     kept = {k: v for k, v in rules.items() if not select or k in select}
     return {k: v for k, v in kept.items() if k not in (ignore or [])}

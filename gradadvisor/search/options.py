@@ -186,7 +186,7 @@ def check_options(probe: ProbeOptions | None, search: SearchOptions, output: Out
     if rules is None and probe is not None:
         from ..analysis.engine import load_rules, select_rules
 
-        rules = select_rules(load_rules(probe.rules_dirs), probe.select, probe.ignore)
+        rules = select_rules(load_rules(probe.rules_dirs), probe.select, probe.ignore, spelling)
     return Plan(probe=probe, search=search, output=output, rules=rules, cluster=cluster, report=report,
                 save_fixed=save_fixed)
 
