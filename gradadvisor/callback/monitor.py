@@ -30,6 +30,8 @@ _FREE_CHECKS = 3
 _RECENT_LOSSES = 50
 #: A sustained rise compares the median of this many batch losses with the lowest median of _RECENT_LOSSES.
 _RISE_LOSSES = 10
+#: The snapshot gap is fitted once this many copies are timed (the first ones run cold).
+_TIMED_COPIES = 4
 #: The loss curve kept for the report holds at most this many points (thinned by two when full).
 _MAX_LOSS_POINTS = 20000
 
@@ -122,7 +124,10 @@ class _GradientMonitor:
         batch losses vouch for the weights (below): the gap is fitted so
         the copies take at most ``max_overhead`` of the training time, on
         top of the measurements' share (so a healthy run pays at most about
-        twice ``max_overhead`` for measuring and snapshots together). A recovery happens when a
+        twice ``max_overhead`` for measuring and snapshots together; the
+        gap is fitted on the fastest recent copy and the lower quartile of
+        recent steps, so other work on a shared machine stretching a few
+        timings does not hold it hundreds of steps wide). A recovery happens when a
         finding at ``min_severity`` or above whose rule names clipping or the
         learning rate as a fix appears (other findings, such as vanishing
         gradients or dead units, are warned about), when a batch's loss is
@@ -766,11 +771,22 @@ class _GradientMonitor:
         return self._gap_cache
 
     def _fit_snapshot_gap(self) -> int:
-        """Steps between snapshots taken between measurements: their copies fit in ``max_overhead``."""
-        if not self._snapshot_seconds or not self._step_seconds:
+        """Steps between snapshots taken between measurements: their copies fit in ``max_overhead``.
+
+        Fitted on the fastest of the recent copies and the lower quartile of
+        the recent steps: on a shared machine other work stretches single
+        timings several times over, and the copies (the same variables every
+        time) are few, so one stretched among the first two or three held
+        the gap where it set it, with no new copies to correct it (the
+        recovery benchmark's LSTM on a loaded machine: copies of 5-6 ms,
+        then 1.1 ms, a gap of 130-170 steps where 30 fit). The first copies
+        run cold (its MLP's first two took 4.5 and 11 ms, a gap of 300 steps),
+        so the gap stays at 10 until :data:`_TIMED_COPIES` copies are timed.
+        """
+        if len(self._snapshot_seconds) < _TIMED_COPIES or not self._step_seconds:
             return 10
-        step = float(np.median(self._step_seconds))
-        cost = float(np.median(self._snapshot_seconds))
+        step = float(np.percentile(self._step_seconds, 25))
+        cost = float(min(self._snapshot_seconds))
         if step <= 0:
             return _MAX_GAP
         return int(min(_MAX_GAP, max(1, math.ceil(cost / (self.max_overhead * step)))))
