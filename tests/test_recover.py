@@ -133,7 +133,7 @@ def test_max_recoveries_spent_stops_as_stop_does(keras, GradientMonitor):
 # --------------------------------------------------------------------------
 # The remedies
 
-def test_schedule_that_jumps_is_scaled_not_replaced_and_the_run_ends_finite(keras, GradientMonitor):
+def test_schedule_that_jumps_is_capped_not_replaced_and_the_run_ends_finite(keras, GradientMonitor):
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay([8], [0.01, 3.0])
     model, x, y = regression(keras, keras.optimizers.SGD(schedule), num_samples=768)
     unmonitored, _, _ = regression(keras, keras.optimizers.SGD(
@@ -144,17 +144,44 @@ def test_schedule_that_jumps_is_scaled_not_replaced_and_the_run_ends_finite(kera
     monitor, history, _ = fit_recording(model, GradientMonitor, x, y, batch_size=32, epochs=1)
     assert math.isfinite(history.history["loss"][-1]) and history.history["loss"][-1] < 2
     assert all_finite(model)
-    scaled = [r for r in monitor.recoveries if r["learning_rate_scale"] < 1]
-    assert scaled, monitor.recoveries
+    assert monitor.recoveries[0]["learning_rate_ceiling"] == pytest.approx(0.01)
     wrapper = model.optimizer._learning_rate
     assert wrapper.schedule is schedule
     assert wrapper.scale == pytest.approx(monitor.recoveries[-1]["learning_rate_scale"])
     step = model.optimizer.iterations
-    assert float(model.optimizer.learning_rate) == pytest.approx(float(schedule(step)) * wrapper.scale)
+    assert float(model.optimizer.learning_rate) == pytest.approx(
+        min(float(schedule(step)), wrapper.ceiling) * wrapper.scale)
+    assert wrapper.ceiling * wrapper.scale == pytest.approx(monitor.recoveries[-1]["learning_rate_ceiling"])
     config = wrapper.get_config()
     rebuilt = type(wrapper).from_config(config)
     assert float(rebuilt(step)) == pytest.approx(float(wrapper(step)))
     assert sum(history.history["recoveries"]) == len(monitor.recoveries)
+
+
+@pytest.mark.parametrize("how", ["schedule", "callback"])
+def test_a_learning_rate_that_rose_since_the_snapshot_is_capped_at_the_rate_then(keras, GradientMonitor, how):
+    # The rate jumps 300x at step 8, by a schedule or by a callback assigning a float rate.
+    if how == "schedule":
+        optimizer = keras.optimizers.SGD(keras.optimizers.schedules.PiecewiseConstantDecay([8], [0.01, 3.0]))
+    else:
+        optimizer = keras.optimizers.SGD(0.01)
+    model, x, y = regression(keras, optimizer, num_samples=768)
+
+    class Raise(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if how == "callback" and batch == 8:
+                self.model.optimizer.learning_rate = 3.0
+
+    monitor, history, _ = fit_recording(model, GradientMonitor, x, y, batch_size=32, epochs=1, shuffle=False,
+                                        callbacks=[Raise()])
+    first = monitor.recoveries[0]
+    assert first["restored_step"] < 8 <= first["step"]
+    # The rise is undone at once, and nothing else: no clipping set.
+    assert first["learning_rate_ceiling"] == pytest.approx(0.01) and first["learning_rate_scale"] == 1.0
+    assert first["global_clipnorm"] is None
+    assert first["changes"][0].endswith(": it was 3, 300 times the 0.01 the weights restored were trained at")
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+    assert all_finite(model) and history.history["loss"][-1] < 2
 
 
 def test_user_clipnorm_is_kept_and_the_learning_rate_lowered(keras, GradientMonitor):
