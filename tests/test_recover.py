@@ -184,6 +184,20 @@ def test_a_learning_rate_that_rose_since_the_snapshot_is_capped_at_the_rate_then
     assert all_finite(model) and history.history["loss"][-1] < 2
 
 
+def test_a_cap_then_a_scaling_lowers_the_capped_rate_too(keras, GradientMonitor):
+    from gradadvisor.callback.recovery import cap_learning_rate, scale_learning_rate
+
+    schedule = keras.optimizers.SGD(keras.optimizers.schedules.PiecewiseConstantDecay([8], [0.01, 3.0]))
+    constant = keras.optimizers.SGD(3.0)
+    for optimizer in (schedule, constant):
+        cap_learning_rate(optimizer, 0.01, keras)
+        scale_learning_rate(optimizer, 0.1, keras)
+        for step in (0, 20):
+            optimizer.iterations.assign(step)
+            # Without the cap scaled too, the schedule's 3.0 x 0.1 would run after step 8.
+            assert float(optimizer.learning_rate) == pytest.approx(0.001)
+
+
 def test_user_clipnorm_is_kept_and_the_learning_rate_lowered(keras, GradientMonitor):
     model, x, y = regression(keras, keras.optimizers.SGD(0.01, clipnorm=100.0))
     y[5 * 32 + 3] = np.nan
