@@ -154,10 +154,10 @@ class Fault:
     def steps(self):
         return self.epochs * math.ceil(1437 / BATCH)
 
-    def train(self, keras, tf, faulty: bool, callbacks):
+    def train(self, keras, tf, faulty: bool, callbacks, seed=0):
         """Build, train and return ``(model, history)``."""
         x, y, x_val, y_val = digits()
-        keras.utils.set_random_seed(0)
+        keras.utils.set_random_seed(seed)
         half = self.steps() // 2
         fit = dict(batch_size=BATCH, epochs=self.epochs, verbose=0, validation_data=None, shuffle=True,
                    callbacks=callbacks)
@@ -206,7 +206,7 @@ def summarize(history):
     }
 
 
-def run_fault(keras, tf, fault):
+def run_fault(keras, tf, fault, seed=0):
     from gradadvisor.callback import GradientMonitor
 
     result = {"description": fault.description, "steps": fault.steps()}
@@ -215,7 +215,7 @@ def run_fault(keras, tf, fault):
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model, history = fault.train(keras, tf, faulty, [monitor] if monitor else [])
+            model, history = fault.train(keras, tf, faulty, [monitor] if monitor else [], seed)
         entry = summarize(history)
         entry["seconds"] = time.perf_counter() - started
         weights = model.get_weights()
@@ -373,6 +373,7 @@ def main(argv=None):
     parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated: " + ", ".join(FAULTS))
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the healthy-run cost (0 skips it)")
     parser.add_argument("--cost-epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0, help="the global seed each fault's three runs start from (0)")
     parser.add_argument("--json", help="also write the results there")
     parser.add_argument("--explosion-sweep", metavar="RATES",
                         help="instead, train the relu LSTM with no monitor at these comma-separated constant "
@@ -395,12 +396,12 @@ def main(argv=None):
             with open(args.json, "w", encoding="utf-8") as handle:
                 json.dump({"explosion_sweep": found, "load_average_at_end": os.getloadavg()}, handle, indent=2)
         return 0
-    results = {"faults": {}, "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}
+    results = {"faults": {}, "seed": args.seed, "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}
     for name in [n for n in args.faults.split(",") if n]:
         if name not in FAULTS:
             parser.error(f"unknown fault {name!r}; choose from {', '.join(FAULTS)}")
         print(f"fault {name}: {FAULTS[name].description}", flush=True)
-        results["faults"][name] = run_fault(keras, tf, FAULTS[name])
+        results["faults"][name] = run_fault(keras, tf, FAULTS[name], args.seed)
     if args.rounds:
         print("healthy-run cost (digits CNN):", flush=True)
         results["healthy_cost"] = healthy_cost(keras, args.rounds, args.cost_epochs)
