@@ -17,14 +17,20 @@ level; the table's "without recovery" column shows whether it did.
     training.
 ``lstm-explode``
     An LSTM of 32 units reading each image as 16 timesteps of 4 pixels, with
-    ``activation="relu"`` (unbounded cell state and output) and a constant
-    learning rate of 0.05: its gradients grow as it starts to learn (global
-    norm about 0.2 for 40 steps, then up to 5) until one step blows up, at
-    step 121, and its loss is NaN from step 122. That is early (epoch 3),
-    not after some hundreds of steps: ``--explosion-sweep`` shows when, if
-    ever, the relu LSTM explodes at other rates, lengths and seeds. The
-    fault-free run is the same LSTM, same rate, seed and data, with its
-    default tanh activation.
+    ``activation="relu"`` (unbounded cell state and output), trained for 24
+    epochs (1,080 steps) at a learning rate of 0.045 that its
+    ``PiecewiseConstantDecay`` schedule steps up 10x, to 0.45, at step 540:
+    a step decay typed the wrong way up (``[0.045, 0.45]`` for ``[0.045,
+    0.0045]``). By then it has learned (validation accuracy 0.78-0.88 over
+    epochs 10-12); its gradients grow over the next dozen steps and its loss
+    is NaN from step 553. The fault-free run is the same LSTM with the
+    constant rate 0.045. It runs 24 epochs, not 16, because at this rate
+    the relu LSTM is still climbing at epoch 16 and its validation accuracy
+    swings by up to 5 points from one epoch to the next there (0.889, 0.931,
+    0.944, 0.931 over epochs 13-16); over epochs 17-24 it stays within
+    0.922-0.956. The same relu LSTM explodes with no step-up at some
+    constant rates and seeds (at 0.05 with seed 0, step 122, before it has
+    learned): ``--explosion-sweep`` shows when.
 
 Each fault is trained three times: without the fault (plain ``fit``), with the
 fault and no monitor, and with the fault and ``GradientMonitor(on_problem=
@@ -41,15 +47,18 @@ warn, per round (paired), median over rounds; the snapshot's copy at each
 ``fit`` call's start and at each healthy measurement is included.
 
 With ``--explosion-sweep RATES`` it does none of that and instead trains the
-relu LSTM with no monitor at each constant rate (and each of ``--timesteps``
-and ``--seeds``) for the same 720 steps, printing the step its loss first
-turns non-finite and its validation accuracy.
+LSTM (``--activation``, relu by default) with no monitor at each rate (and
+each of ``--timesteps`` and ``--seeds``), constant or stepped up
+``--step-up`` times halfway, with SGD at ``--momentum`` (0.9) for
+``--epochs`` (16) epochs, printing the step its loss first turns non-finite
+and its validation accuracy.
 
 Usage (from a checkout)::
 
     python scripts/bench_recover.py                      # every fault, 5 cost rounds
     python scripts/bench_recover.py --faults lr-jump --rounds 3 --json out.json
     python scripts/bench_recover.py --explosion-sweep 0.03,0.05 --timesteps 16,32 --seeds 0,1
+    python scripts/bench_recover.py --explosion-sweep 0.045 --step-up 10 --epochs 24
 """
 
 from __future__ import annotations
@@ -71,8 +80,10 @@ import numpy as np  # noqa: E402
 BATCH = 32
 #: The LSTM reads each 8x8 image as this many timesteps.
 LSTM_STEPS = 16
-#: The LSTM's constant learning rate.
-LSTM_LEARNING_RATE = 0.05
+#: The LSTM's learning rate, constant in its fault-free run.
+LSTM_LEARNING_RATE = 0.045
+#: What the faulty run's schedule multiplies it by halfway through (a step decay typed the wrong way up).
+LSTM_STEP_UP = 10.0
 #: How much the outlier batch scales its images.
 OUTLIER_SCALE = 1e6
 
@@ -89,11 +100,11 @@ def digits():
     return x[:1437], y[:1437], x[1437:], y[1437:]
 
 
-def _compile(keras, model, learning_rate):
+def _compile(keras, model, learning_rate, momentum=0.9):
     # The loss reads the logits (a linear output layer): nothing bounds it, so
     # a run that diverges shows it as an infinite or NaN loss rather than
     # settling at chance level behind a saturated softmax.
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     return model
 
@@ -119,7 +130,7 @@ def build_mlp(keras, learning_rate):
     ], name="digits_mlp"), learning_rate)
 
 
-def build_lstm(keras, learning_rate, activation, timesteps=None):
+def build_lstm(keras, learning_rate, activation, timesteps=None, momentum=0.9):
     """An LSTM of 32 units over ``timesteps`` (LSTM_STEPS) timesteps, a linear 10-way output.
 
     ``activation="relu"`` (a common choice in tutorials) leaves the cell
@@ -131,7 +142,7 @@ def build_lstm(keras, learning_rate, activation, timesteps=None):
         keras.Input(shape=(timesteps, 64 // timesteps)),
         keras.layers.LSTM(32, activation=activation, name="lstm"),
         keras.layers.Dense(10, name="output"),
-    ], name="digits_lstm"), learning_rate)
+    ], name="digits_lstm"), learning_rate, momentum)
 
 
 class Fault:
@@ -143,10 +154,10 @@ class Fault:
     def steps(self):
         return self.epochs * math.ceil(1437 / BATCH)
 
-    def train(self, keras, tf, faulty: bool, callbacks):
+    def train(self, keras, tf, faulty: bool, callbacks, seed=0):
         """Build, train and return ``(model, history)``."""
         x, y, x_val, y_val = digits()
-        keras.utils.set_random_seed(0)
+        keras.utils.set_random_seed(seed)
         half = self.steps() // 2
         fit = dict(batch_size=BATCH, epochs=self.epochs, verbose=0, validation_data=None, shuffle=True,
                    callbacks=callbacks)
@@ -167,7 +178,9 @@ class Fault:
             history = model.fit(stream, steps_per_epoch=per_epoch, **dict(
                 fit, batch_size=None, shuffle=False, validation_data=(x_val.reshape(-1, 64), y_val)))
         else:
-            model = build_lstm(keras, LSTM_LEARNING_RATE, "relu" if faulty else "tanh")
+            rate = keras.optimizers.schedules.PiecewiseConstantDecay(
+                [half], [LSTM_LEARNING_RATE, LSTM_STEP_UP * LSTM_LEARNING_RATE]) if faulty else LSTM_LEARNING_RATE
+            model = build_lstm(keras, rate, "relu")
             shape = (-1, LSTM_STEPS, 64 // LSTM_STEPS)
             history = model.fit(x.reshape(shape), y, **dict(fit, validation_data=(x_val.reshape(shape), y_val)))
         return model, history
@@ -176,8 +189,9 @@ class Fault:
 FAULTS = {
     "lr-jump": Fault("lr-jump", 16, "small CNN, learning rate 0.01 jumps to 3.0 (300x) at mid-training"),
     "outliers": Fault("outliers", 16, f"MLP on a tf.data stream, one batch of inputs x{OUTLIER_SCALE:g} mid-epoch"),
-    "lstm-explode": Fault("lstm-explode", 16, f"LSTM with relu activation ({LSTM_STEPS} timesteps), constant "
-                          f"learning rate {LSTM_LEARNING_RATE:g}: its gradients explode as it starts to learn"),
+    "lstm-explode": Fault("lstm-explode", 24, f"relu LSTM ({LSTM_STEPS} timesteps), learning rate "
+                          f"{LSTM_LEARNING_RATE:g} stepped up {LSTM_STEP_UP:g}x at mid-training (a step decay "
+                          "typed the wrong way up)"),
 }
 
 
@@ -192,7 +206,7 @@ def summarize(history):
     }
 
 
-def run_fault(keras, tf, fault):
+def run_fault(keras, tf, fault, seed=0):
     from gradadvisor.callback import GradientMonitor
 
     result = {"description": fault.description, "steps": fault.steps()}
@@ -201,7 +215,7 @@ def run_fault(keras, tf, fault):
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model, history = fault.train(keras, tf, faulty, [monitor] if monitor else [])
+            model, history = fault.train(keras, tf, faulty, [monitor] if monitor else [], seed)
         entry = summarize(history)
         entry["seconds"] = time.perf_counter() - started
         weights = model.get_weights()
@@ -209,7 +223,8 @@ def run_fault(keras, tf, fault):
         entry["max_abs_weight"] = float(max(np.max(np.abs(w)) for w in weights))
         if monitor is not None:
             entry["recoveries"] = [{key: record[key] for key in (
-                "step", "trigger", "rules", "restored_step", "global_clipnorm", "learning_rate_scale", "changes")}
+                "step", "trigger", "rules", "restored_step", "global_clipnorm", "learning_rate_scale",
+                "learning_rate_ceiling", "changes")}
                 for record in monitor.recoveries]
             entry["stop_reason"] = monitor.stop_reason
             entry["final_global_clipnorm"] = getattr(model.optimizer, "global_clipnorm", None)
@@ -308,8 +323,12 @@ def _time_hooks(monitor):
     return totals
 
 
-def explosion_sweep(keras, rates, timesteps_list, seeds, epochs):
-    """When, if ever, the relu LSTM's loss turns non-finite with no monitor, per rate, length and seed."""
+def explosion_sweep(keras, rates, timesteps_list, seeds, epochs, momentum=0.9, step_up=None, activation="relu"):
+    """When, if ever, the LSTM's loss turns non-finite with no monitor, per rate, length and seed.
+
+    ``step_up``: the rate is multiplied by it halfway through (as in the
+    ``lstm-explode`` fault) instead of staying constant.
+    """
     x, y, x_val, y_val = digits()
     found = []
 
@@ -328,17 +347,22 @@ def explosion_sweep(keras, rates, timesteps_list, seeds, epochs):
         for rate in rates:
             for seed in seeds:
                 keras.utils.set_random_seed(seed)
-                model = build_lstm(keras, rate, "relu", timesteps)
+                schedule = rate if step_up is None else keras.optimizers.schedules.PiecewiseConstantDecay(
+                    [epochs * math.ceil(1437 / BATCH) // 2], [rate, step_up * rate])
+                model = build_lstm(keras, schedule, activation, timesteps, momentum)
                 watch = FirstNonFinite()
                 history = model.fit(x.reshape(shape), y, batch_size=BATCH, epochs=epochs, verbose=0,
                                     validation_data=(x_val.reshape(shape), y_val), callbacks=[watch])
                 accuracy = history.history["val_accuracy"]
-                entry = {"timesteps": timesteps, "learning_rate": rate, "seed": seed,
+                entry = {"timesteps": timesteps, "learning_rate": rate, "seed": seed, "momentum": momentum,
+                         "step_up": step_up, "activation": activation, "epochs": epochs,
                          "first_nonfinite_step": watch.first, "final_val_accuracy": accuracy[-1],
-                         "best_val_accuracy_before": max(
+                         "val_accuracy_per_epoch": accuracy, "best_val_accuracy_before": max(
                              accuracy[:max(1, (watch.first or 10**9) // math.ceil(1437 / BATCH))])}
                 found.append(entry)
-                print(f"  relu LSTM, {timesteps} timesteps, rate {rate:g}, seed {seed}: non-finite loss from "
+                rates_words = f"rate {rate:g}" + ("" if step_up is None else f" stepped up {step_up:g}x")
+                print(f"  {activation} LSTM, {timesteps} timesteps, {rates_words}, momentum {momentum:g}, seed "
+                      f"{seed}, {epochs} epochs: non-finite loss from "
                       f"step {watch.first}, final val. acc. {accuracy[-1]:.3f}, best before "
                       f"{entry['best_val_accuracy_before']:.3f}", flush=True)
     return found
@@ -349,12 +373,17 @@ def main(argv=None):
     parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated: " + ", ".join(FAULTS))
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the healthy-run cost (0 skips it)")
     parser.add_argument("--cost-epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0, help="the global seed each fault's three runs start from (0)")
     parser.add_argument("--json", help="also write the results there")
     parser.add_argument("--explosion-sweep", metavar="RATES",
                         help="instead, train the relu LSTM with no monitor at these comma-separated constant "
                              "rates and print the step its loss first turns non-finite")
     parser.add_argument("--timesteps", default=str(LSTM_STEPS), help="with --explosion-sweep: comma-separated")
     parser.add_argument("--seeds", default="0", help="with --explosion-sweep: comma-separated")
+    parser.add_argument("--momentum", type=float, default=0.9, help="with --explosion-sweep")
+    parser.add_argument("--step-up", type=float, help="with --explosion-sweep: multiply the rate by this halfway")
+    parser.add_argument("--activation", default="relu", help="with --explosion-sweep")
+    parser.add_argument("--epochs", type=int, default=16, help="with --explosion-sweep")
     args = parser.parse_args(argv)
     from gradadvisor._tf import import_keras
 
@@ -362,17 +391,17 @@ def main(argv=None):
     if args.explosion_sweep:
         found = explosion_sweep(keras, [float(r) for r in args.explosion_sweep.split(",")],
                                 [int(t) for t in args.timesteps.split(",")], [int(s) for s in args.seeds.split(",")],
-                                16)
+                                args.epochs, args.momentum, args.step_up, args.activation)
         if args.json:
             with open(args.json, "w", encoding="utf-8") as handle:
                 json.dump({"explosion_sweep": found, "load_average_at_end": os.getloadavg()}, handle, indent=2)
         return 0
-    results = {"faults": {}, "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}
+    results = {"faults": {}, "seed": args.seed, "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}
     for name in [n for n in args.faults.split(",") if n]:
         if name not in FAULTS:
             parser.error(f"unknown fault {name!r}; choose from {', '.join(FAULTS)}")
         print(f"fault {name}: {FAULTS[name].description}", flush=True)
-        results["faults"][name] = run_fault(keras, tf, FAULTS[name])
+        results["faults"][name] = run_fault(keras, tf, FAULTS[name], args.seed)
     if args.rounds:
         print("healthy-run cost (digits CNN):", flush=True)
         results["healthy_cost"] = healthy_cost(keras, args.rounds, args.cost_epochs)

@@ -11,11 +11,13 @@ from typing import Callable
 
 import numpy as np
 
+from .. import _compat
 from ..errors import UsageError
 from .findings import _caller_stacklevel, _describe_finding, _evaluate
 from .probe_batch import _ProbeBatch
-from .recovery import (CLIP_PERCENTILE, NUM_HEALTHY_NORMS, RECOVERABLE_FIXES, _plan, _Snapshot, apply_clipping,
-                       clip_norm_from, rebuild_train_functions, scale_learning_rate)
+from .recovery import (CLIP_PERCENTILE, NUM_HEALTHY_NORMS, RATE_ROSE, RECOVERABLE_FIXES, _plan, _Snapshot,
+                       apply_clipping, cap_learning_rate, clip_norm_from, rate_now, rate_rise, rebuild_train_functions,
+                       scale_learning_rate)
 from .tensorboard import _TENSORBOARD_GROUPS, _write_histogram, _write_scalar
 from .train_step import _LiveTrainStep, _train_step_unavailable, _unwrap
 
@@ -30,6 +32,8 @@ _FREE_CHECKS = 3
 _RECENT_LOSSES = 50
 #: A sustained rise compares the median of this many batch losses with the lowest median of _RECENT_LOSSES.
 _RISE_LOSSES = 10
+#: The snapshot gap is fitted once this many copies are timed (the first ones run cold).
+_TIMED_COPIES = 4
 #: The loss curve kept for the report holds at most this many points (thinned by two when full).
 _MAX_LOSS_POINTS = 20000
 
@@ -122,7 +126,10 @@ class _GradientMonitor:
         batch losses vouch for the weights (below): the gap is fitted so
         the copies take at most ``max_overhead`` of the training time, on
         top of the measurements' share (so a healthy run pays at most about
-        twice ``max_overhead`` for measuring and snapshots together). A recovery happens when a
+        twice ``max_overhead`` for measuring and snapshots together; the
+        gap is fitted on the fastest recent copy and the lower quartile of
+        recent steps, so other work on a shared machine stretching a few
+        timings does not hold it hundreds of steps wide). A recovery happens when a
         finding at ``min_severity`` or above whose rule names clipping or the
         learning rate as a fix appears (other findings, such as vanishing
         gradients or dead units, are warned about), when a batch's loss is
@@ -140,7 +147,18 @@ class _GradientMonitor:
         A recovery restores the snapshot, then changes the optimizer, the
         more so the more the run resists:
 
-        - the first time clipping is called for (a NaN or spiking loss, a
+        - when the learning rate in effect at the problem is more than twice
+          the one the restored weights were trained at (a schedule that
+          steps up, a warm-up past what the model takes, a callback that
+          raised it), and the problem names the learning rate (a NaN or
+          spiking loss, a climb, a finding that names it): the rate is
+          capped at that earlier one, and nothing else changes. A float
+          rate is assigned it; a schedule is wrapped, so it keeps deciding
+          the rate below the cap. A schedule's earlier rate is computed at
+          the snapshot's step; a float rate's is read when the snapshot is
+          taken. A warm-up from zero whose problem comes long after the
+          last snapshot is capped at the low rate of then;
+        - otherwise, the first time clipping is called for (a NaN or spiking loss, a
           finding that names clipping): global gradient clipping
           (``global_clipnorm``) at the 90th percentile of the global
           gradient norms of the last 5 healthy measurements (those nearest
@@ -190,9 +208,10 @@ class _GradientMonitor:
             words), ``loss``, ``restored_step`` (the last step whose update
             the snapshot holds; -1 for the weights training began with),
             ``restored_iterations``, ``skipped_steps`` (``[first, last]``,
-            the steps whose updates were undone), ``global_clipnorm`` and
-            ``learning_rate_scale`` after it (the product of every factor so
-            far), ``changes`` (in words) and ``message`` (the warning's
+            the steps whose updates were undone), ``global_clipnorm``,
+            ``learning_rate_scale`` (the product of every factor so far)
+            and ``learning_rate_ceiling`` (the cap on a rate that rose,
+            scaled by the factors since, or None) after it, ``changes`` (in words) and ``message`` (the warning's
             text). Each epoch's ``logs`` (and so ``model.history.history``
             and callbacks listed after the monitor) hold ``recoveries``, the
             number made in that epoch.
@@ -323,6 +342,7 @@ class _GradientMonitor:
         self._clip_installed = None  # the norm the last recovery that clipped set
         self._last_recovery_snapshot = None
         self._learning_rate_scale = 1.0
+        self._learning_rate_ceiling = None  # the cap a recovery set on a rate that rose (before the scale)
         self._epoch_recoveries = 0
         self._recovered_step = None
         self._loss_curve: list = []   # (step, batch loss), thinned to _MAX_LOSS_POINTS
@@ -766,11 +786,22 @@ class _GradientMonitor:
         return self._gap_cache
 
     def _fit_snapshot_gap(self) -> int:
-        """Steps between snapshots taken between measurements: their copies fit in ``max_overhead``."""
-        if not self._snapshot_seconds or not self._step_seconds:
+        """Steps between snapshots taken between measurements: their copies fit in ``max_overhead``.
+
+        Fitted on the fastest of the recent copies and the lower quartile of
+        the recent steps: on a shared machine other work stretches single
+        timings several times over, and the copies (the same variables every
+        time) are few, so one stretched among the first two or three held
+        the gap where it set it, with no new copies to correct it (the
+        recovery benchmark's LSTM on a loaded machine: copies of 5-6 ms,
+        then 1.1 ms, a gap of 130-170 steps where 30 fit). The first copies
+        run cold (its MLP's first two took 4.5 and 11 ms, a gap of 300 steps),
+        so the gap stays at 10 until :data:`_TIMED_COPIES` copies are timed.
+        """
+        if len(self._snapshot_seconds) < _TIMED_COPIES or not self._step_seconds:
             return 10
-        step = float(np.median(self._step_seconds))
-        cost = float(np.median(self._snapshot_seconds))
+        step = float(np.percentile(self._step_seconds, 25))
+        cost = float(min(self._snapshot_seconds))
         if step <= 0:
             return _MAX_GAP
         return int(min(_MAX_GAP, max(1, math.ceil(cost / (self.max_overhead * step)))))
@@ -793,6 +824,9 @@ class _GradientMonitor:
             return  # the optimizer's slots appeared after training began and made it too large
         rebuilt = self._snapshot.take(self.model, step, self._epoch,
                                       (self._epoch_steps, self._epoch_mean_loss), variables, metrics)
+        setting = _compat.optimizer_learning_rate_setting(self.model.optimizer)
+        # A float rate is a variable the snapshot leaves out (a setting): its value now, for rate_rise.
+        self._snapshot.rate = float(np.asarray(setting)) if hasattr(setting, "assign") else None
         if not rebuilt:  # a copy set up anew includes tracing its read: not what copies cost
             self._snapshot_seconds.append(time.perf_counter() - started)
         self._snapshot_best_median = self._best_median
@@ -841,6 +875,7 @@ class _GradientMonitor:
             warnings.warn(f"GradientMonitor could not recover at step {step}: no healthy snapshot was "
                           "taken yet.", GradientWarning, stacklevel=_caller_stacklevel())
             return None
+        rate = rate_now(model.optimizer, keras)
         self._epoch_steps, self._epoch_mean_loss = snapshot.restore(model, self._epoch)
         candidates = set(RECOVERABLE_FIXES)
         if trigger == "loss_rise":
@@ -852,6 +887,18 @@ class _GradientMonitor:
         clip, scale = _plan(candidates, self._clipped_by_monitor, repeated)
         optimizer = model.optimizer
         changes, retrace = [], False
+        rise = rate_rise(optimizer, snapshot, keras, rate) if "learning_rate" in candidates else None
+        if rise is not None and rise > RATE_ROSE:
+            # The rate rose since the weights restored were trained (a schedule stepping up, a
+            # warm-up past what the model takes): that is the likely cause, and the remedy is to
+            # undo the rise, nothing else; a recurrence escalates as usual.
+            needs_retrace, words = cap_learning_rate(optimizer, rate / rise, keras)
+            self._learning_rate_ceiling = rate / rise if self._learning_rate_ceiling is None else \
+                min(self._learning_rate_ceiling, rate / rise)
+            changes.append(f"{words}: it was {rate:.3g}, {rise:.3g} times the {rate / rise:.3g} the weights "
+                           "restored were trained at")
+            retrace |= needs_retrace
+            clip = scale = False
         if clip:
             norm = clip_norm_from(self._healthy_norms)
             if norm is not None and self._clipped_by_monitor and "learning_rate" not in candidates:
@@ -873,6 +920,8 @@ class _GradientMonitor:
         if scale:
             needs_retrace, words = scale_learning_rate(optimizer, self.recovery_lr_factor, keras)
             self._learning_rate_scale *= self.recovery_lr_factor
+            if self._learning_rate_ceiling is not None:
+                self._learning_rate_ceiling *= self.recovery_lr_factor
             changes.append(words)
             retrace |= needs_retrace
         if not changes:
@@ -909,7 +958,8 @@ class _GradientMonitor:
             "problem": problem, "loss": float(loss), "restored_step": snapshot.step,
             "restored_iterations": snapshot.iterations, "skipped_steps": skipped,
             "global_clipnorm": getattr(optimizer, "global_clipnorm", None),
-            "learning_rate_scale": self._learning_rate_scale, "changes": changes, "message": message,
+            "learning_rate_scale": self._learning_rate_scale,
+            "learning_rate_ceiling": self._learning_rate_ceiling, "changes": changes, "message": message,
         }
         self.recoveries.append(record)
         if self._writer is not None:

@@ -8,9 +8,13 @@ What a recovery does, in order:
    were after the last healthy measurement.  The learning-rate variable of an
    optimizer with a float learning rate is not part of the snapshot: it is a
    setting (other callbacks change it), not training state.
-2. Apply the remedies, escalating from one recovery to the next (see
-   :func:`_plan`): global gradient clipping at a norm taken from the healthy
-   measurements first, then the learning rate scaled down.
+2. Apply the remedies. A learning rate that rose more than
+   :data:`RATE_ROSE` times since the snapshot's weights were trained is
+   capped at the rate of then (:func:`rate_rise`, :func:`cap_learning_rate`),
+   and nothing else changes: the rise is the likely cause.  Otherwise they
+   escalate from one recovery to the next (see :func:`_plan`): global
+   gradient clipping at a norm taken from the healthy measurements first,
+   then the learning rate scaled down.
 3. Rebuild the train functions when a remedy changed something they read
    while tracing (clipping, a learning-rate schedule).
 """
@@ -30,10 +34,12 @@ RECOVERABLE_FIXES = ("clipping", "learning_rate")
 #: The clipping norm is this percentile of the recent healthy measurements' global gradient norms.
 CLIP_PERCENTILE = 90.0
 #: How many of the most recent healthy global gradient norms the clipping norm is taken from.
-#: Gradient norms drift as a model learns (the recovery benchmark's relu LSTM: 0.16-0.35 over
+#: Gradient norms drift as a model learns (the recovery benchmark's relu LSTM at rate 0.05: 0.16-0.35 over
 #: its first 42 steps, 0.4-5.5 over steps 47-117): the measurements nearest the problem say
 #: what a healthy step of the model being trained now looks like, not the early ones.
 NUM_HEALTHY_NORMS = 5
+#: A learning rate above this many times the one the restored snapshot was trained at is capped at it.
+RATE_ROSE = 2.0
 
 
 class _Snapshot:
@@ -56,6 +62,7 @@ class _Snapshot:
         self.step: int | None = None   # the last training step whose update the snapshot holds
         self.iterations: int | None = None
         self.num_taken = 0
+        self.rate: float | None = None  # a float learning rate's value when taken (a schedule's is recomputed)
         self.has_metrics = False  # whether the last copy holds the metrics' state
         self.read = self.read_metrics = list  # set up (traced) when the variables to read are known
         self._iterations_index: int | None = None
@@ -185,6 +192,39 @@ def _plan(candidates: set, clipped_by_monitor: bool, repeated: bool) -> tuple:
     return clip, False
 
 
+def rate_now(optimizer, keras, iterations=None) -> float | None:
+    """The learning rate in effect: a schedule's at ``iterations`` (default: the optimizer's), or the variable's."""
+    setting = _compat.optimizer_learning_rate_setting(optimizer)
+    try:
+        if isinstance(setting, keras.optimizers.schedules.LearningRateSchedule):
+            step = optimizer.iterations if iterations is None else iterations
+            return float(np.asarray(setting(step)))
+        if callable(setting) and not hasattr(setting, "assign"):
+            return float(np.asarray(setting()))
+        return float(np.asarray(optimizer.learning_rate))
+    except (TypeError, ValueError):
+        return None
+
+
+def rate_rise(optimizer, snapshot, keras, now: float | None) -> float | None:
+    """How many times the rate ``now`` exceeds the one the snapshot was trained at (None when unknown).
+
+    A schedule's rate at the snapshot is recomputed from its step count; a
+    float rate's is the value :class:`_Snapshot` recorded (the variable is a
+    setting the snapshot does not restore).
+    """
+    if now is None:
+        return None
+    setting = _compat.optimizer_learning_rate_setting(optimizer)
+    if isinstance(setting, keras.optimizers.schedules.LearningRateSchedule):
+        then = None if snapshot.iterations is None else rate_now(optimizer, keras, snapshot.iterations)
+    else:
+        then = snapshot.rate
+    if then is None or not then > 0 or not math.isfinite(now):
+        return None
+    return now / then
+
+
 def apply_clipping(optimizer, norm: float) -> tuple:
     """Set the optimizer's global gradient clipping; ``(changed, text)``."""
     if getattr(optimizer, "clipnorm", None) or getattr(optimizer, "clipvalue", None):
@@ -220,6 +260,27 @@ def scale_learning_rate(optimizer, factor: float, keras) -> tuple:
     return False, f"learning rate scaled by {factor:g} (from {value:.3g} to {value * factor:.3g})"
 
 
+def cap_learning_rate(optimizer, ceiling: float, keras) -> tuple:
+    """Keep the learning rate at most ``ceiling`` from now on; ``(needs_retrace, text)``.
+
+    A float rate is assigned the ceiling if above it; a schedule is wrapped
+    (or its wrapper given the ceiling) so it keeps deciding the rate below
+    the ceiling, and a later scaling scales the ceiling too.
+    """
+    current = _compat.optimizer_learning_rate_setting(optimizer)
+    scaled_class = _scaled_schedule_class()
+    if isinstance(current, keras.optimizers.schedules.LearningRateSchedule) or \
+            (callable(current) and not hasattr(current, "assign")):
+        if not isinstance(current, scaled_class):
+            current = optimizer.learning_rate = scaled_class(current, 1.0)
+        raw = ceiling / current.scale
+        current.ceiling = raw if current.ceiling is None else min(current.ceiling, raw)
+        return True, f"learning rate capped at {ceiling:.3g} (the schedule keeps deciding it below that)"
+    value = float(np.asarray(optimizer.learning_rate))
+    optimizer.learning_rate = min(value, ceiling)
+    return False, f"learning rate capped at {ceiling:.3g} (from {value:.3g})"
+
+
 @functools.lru_cache(maxsize=1)
 def _scaled_schedule_class():
     """The schedule wrapper class (created on first use: it subclasses a Keras class)."""
@@ -229,24 +290,29 @@ def _scaled_schedule_class():
 
     @keras.saving.register_keras_serializable(package="gradadvisor")
     class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
-        """The user's learning-rate schedule times a factor GradientMonitor lowered."""
+        """The user's learning-rate schedule, capped at a ceiling, times a factor GradientMonitor lowered."""
 
-        def __init__(self, schedule, scale):
+        def __init__(self, schedule, scale, ceiling=None):
             super().__init__()
             self.schedule = schedule
             self.scale = float(scale)
+            self.ceiling = None if ceiling is None else float(ceiling)
 
         def __call__(self, step=None):
             value = self.schedule(step) if isinstance(
                 self.schedule, keras.optimizers.schedules.LearningRateSchedule) else self.schedule()
+            if self.ceiling is not None:
+                value = keras.ops.minimum(value, self.ceiling)
             return value * self.scale
 
         def get_config(self):
-            return {"schedule": keras.saving.serialize_keras_object(self.schedule), "scale": self.scale}
+            return {"schedule": keras.saving.serialize_keras_object(self.schedule), "scale": self.scale,
+                    "ceiling": self.ceiling}
 
         @classmethod
         def from_config(cls, config):
-            return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["scale"])
+            return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["scale"],
+                       config.get("ceiling"))
 
     return ScaledSchedule
 
