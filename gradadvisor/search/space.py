@@ -133,10 +133,11 @@ def _learning_rate_dimensions(diagnosis, model, opened: dict, trial_steps: int) 
     through_time = "recurrence" in opened
     if vanishing_rules and (plain_sgd or slow_adaptive or through_time):
         dimensions.append(Dimension("optimizer", OPTIMIZER_CHOICES, vanishing_rules, "adam:0.001"))
-    elif vanishing_rules and name in _ADAPTIVE and rate is not None and not categories & _EXPLODING:
-        # An adaptive optimizer at its standard rate (a rate above it returned
-        # above): plain SGD is offered Adam and a slow rate Adam's standard
-        # one, but this model's remedies (a new activation, initializer or
+    elif (vanishing_rules and name in _ADAPTIVE and rate is not None and not _high_rate(name, rate)
+          and not categories & _EXPLODING):
+        # An adaptive optimizer at its standard rate (3e-4 to under 5e-3):
+        # plain SGD is offered Adam and a slow rate Adam's standard one, but
+        # this model's remedies (a new activation, initializer or
         # normalization, from fresh weights) were tried only at its own rate,
         # and a model freed from saturation can still learn too slowly to show
         # it within the trial budget.  A one-convolution sigmoid network at
