@@ -282,3 +282,34 @@ def test_rewrite_output_sets_from_logits_units_and_refuses_what_it_cannot_change
     compile(text, "snippet", "exec")
     assert output_fix_for([{"activation": "softmax", "units": 3, "loss_kind": "sparse",
                             "from_logits": False}]) is None
+
+
+def _relu_convolutions(keras, rate):
+    """Two small ReLU convolutions on 8x8 digit images, trained with SGD at ``rate``."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.data[:512] / 16.0).astype("float32").reshape(-1, 8, 8, 1)
+    y = digits.target[:512].astype("int32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1))]
+        + [keras.layers.Conv2D(channels, 3, padding="same", activation="relu", kernel_initializer="he_normal",
+                               name=f"conv_{i}") for i, channels in enumerate((8, 16))]
+        + [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, activation="softmax", name="out")])
+    model.compile(keras.optimizers.SGD(rate), "sparse_categorical_crossentropy")
+    return model, x, y
+
+
+def test_relu_units_dying_under_large_steps_are_found_before_most_are_dead(keras_module):
+    # SGD at 5: 5 of conv_1's 16 units die within 30 steps, far under GA401's
+    # three quarters, while the loss stays where it started.
+    model, x, y = _relu_convolutions(keras_module, 5.0)
+    diagnosis = diagnose(model, x, y, steps=30, batch_size=32)
+    found = {f.rule: f for f in diagnosis.findings}
+    assert "GA403" in found and "GA401" not in found
+    assert found["GA403"].layers == ["conv_1"] and found["GA403"].category == "dead_units"
+    assert "learning_rate" in found["GA403"].fixes
+    # At a usual rate no unit dies and nothing is found.
+    model, x, y = _relu_convolutions(keras_module, 0.05)
+    assert diagnose(model, x, y, steps=30, batch_size=32).status == "healthy"

@@ -474,3 +474,56 @@ def test_exploding_through_time_opens_gated_cells(keras_module):
     assert "GA202" in dimensions["cell"].opened_by and "clipping" in dimensions
     starts = expert_starts(list(dimensions.values()), diagnosis, model)
     assert any(s["cell"] == "gru" and s["optimizer"] == "adam:0.01" for s in starts[:3])
+
+
+def _saturated_sigmoid(keras, optimizer):
+    """One sigmoid layer with N(0, 8) weights: most of its outputs sit on an asymptote (GA402)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((16,)),
+        keras.layers.Dense(16, activation="sigmoid", name="hidden",
+                           kernel_initializer=keras.initializers.RandomNormal(0.0, 8.0, seed=0)),
+        keras.layers.Dense(3, activation="softmax", name="out")], name="saturated")
+    model.compile(optimizer, "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 16)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 0).astype("int32")
+    return model, x, y
+
+
+def test_saturation_at_a_standard_adaptive_rate_opens_a_faster_rate(keras_module):
+    keras = keras_module
+    model, x, y = _saturated_sigmoid(keras, keras.optimizers.Adam(1e-3))
+    diagnosis = diagnose(model, x, y, steps=10)
+    assert "GA402" in {f.rule for f in diagnosis.findings}
+    dimensions = {d.name: d for d in search_space(diagnosis, model)}
+    scale = dimensions["learning_rate_scale"]
+    assert 10.0 in scale.values and scale.default == 1.0 and scale.opened_by == ["GA402"]
+    starts = expert_starts(list(dimensions.values()), diagnosis, model)
+    # The textbook starts come first, at the model's own rate; the faster rate
+    # comes last, paired with each normalization placement.
+    assert starts[0]["learning_rate_scale"] == 1.0
+    faster = [s for s in starts if s["learning_rate_scale"] == 10.0]
+    assert starts[-len(faster):] == faster
+    assert {s["normalization"] for s in faster} == {"batchnorm_before", "batchnorm_after"}
+    assert all(s["activation"] == "relu" and s["initializer"] == "he_normal" for s in faster)
+    # No start is the unchanged model (a scale not offered falls back to 1.0).
+    assert not any(all(v in ("keep", "none", 1.0) for v in s.values()) for s in starts)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam-slow", "adam-fast"])
+def test_a_faster_rate_is_not_opened_off_the_standard_adaptive_rate(keras_module, optimizer):
+    # SGD and a slow Adam are offered Adam at its standard rate instead; an
+    # Adam already at 1e-2 gets no faster rate than that.
+    keras = keras_module
+    compiled = {"sgd": keras.optimizers.SGD(0.01), "adam-slow": keras.optimizers.Adam(1e-4),
+                "adam-fast": keras.optimizers.Adam(1e-2)}[optimizer]
+    model, x, y = _saturated_sigmoid(keras, compiled)
+    diagnosis = diagnose(model, x, y, steps=10)
+    assert "GA402" in {f.rule for f in diagnosis.findings}
+    assert not {"exploding_gradients", "nonfinite", "large_updates"} & set(diagnosis.categories)
+    dimensions = {d.name: d for d in search_space(diagnosis, model)}
+    if optimizer != "adam-fast":
+        assert "adam:0.001" in dimensions["optimizer"].values
+    scale = dimensions.get("learning_rate_scale")
+    assert scale is None or 10.0 not in scale.values

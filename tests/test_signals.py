@@ -254,3 +254,26 @@ def test_targets_are_described_by_percentiles_and_row_sums():
     assert rows["row_sum_p01"] == 0.0 and rows["row_sum_p99"] == 3.0
     assert describe_targets(None) is None
     assert describe_targets(np.array(["a", "b"])) is None
+
+
+def test_dead_fraction_rise_counts_units_that_died_during_the_probe():
+    layers = [LayerInfo(name="conv", class_name="Conv2D", index=0, activation="relu", num_params=10),
+              LayerInfo(name="out", class_name="Dense", index=1, num_params=10, is_output=True)]
+    # Nine steps: 10% dead at the first step, at least 40% in every one of the last three.
+    series = [0.1, 0.2, 0.3, 0.4, 0.5, 0.4, 0.45, 0.4, 0.6]
+    probe = _series_probe([1.0] * 9, [1.0] * 9, layers, {"conv": {"dead_fraction": series}})
+    assert _signal("dead_fraction_rise", probe, layers[0]) == pytest.approx(min(series[-3:]) - series[0])
+    assert _signal("dead_fraction_rise", probe, layers[1]) is None
+    # Units dead from the start did not die during the probe.
+    dead_from_start = _series_probe([1.0] * 9, [1.0] * 9, layers, {"conv": {"dead_fraction": [0.8] * 9}})
+    assert _signal("dead_fraction_rise", dead_from_start, layers[0]) == 0.0
+
+
+def test_largest_update_ratio_is_the_largest_finite_step():
+    layers = [LayerInfo(name="conv", class_name="Conv2D", index=0, activation="relu", num_params=10)]
+    # A large first step, then the layer's dead units get no gradient and the steps shrink.
+    series = [0.9, float("nan"), 0.02, 0.001, 0.0005, 0.0004]
+    probe = _series_probe([1.0] * 6, [1.0] * 6, layers, {"conv": {"update_ratio": series}})
+    assert _signal("update_ratio_max", probe, layers[0]) == pytest.approx(0.9)
+    finite = [0.9, 0.02, 0.001, 0.0005, 0.0004]
+    assert _signal("update_ratio", probe, layers[0]) == pytest.approx(float(np.median(finite)))

@@ -360,6 +360,30 @@ for _name, _stat, _unit, _how, _doc in [
     signal(_name, "layer", _unit)(_function)
 
 
+@signal("dead_fraction_rise", "layer", "fraction")
+def dead_fraction_rise(probe: ProbeResult, layer):
+    """Share of the layer's ReLU units that died during the probe: the
+    persistent dead fraction (``dead_fraction_persistent``, dead for the whole
+    batch in every one of the last third of the steps) minus the dead fraction
+    at the first step. Units dead from the start do not count; units that a
+    too-large update pushed off for good do."""
+    values = _finite(probe.series(layer.name, "dead_fraction"))
+    late = _stat_signal("dead_fraction", "late_min")(probe, layer)
+    if values.size < 2 or late is None:
+        return None
+    return max(0.0, late - float(values[0]))
+
+
+@signal("update_ratio_max", "layer", "ratio")
+def update_ratio_max(probe: ProbeResult, layer):
+    """Largest ||w_after - w_before|| / ||w_before|| of any finite step: the
+    biggest single update of the probe. Once units have died their weights get
+    no gradient, so the median step (``update_ratio``) shrinks; the update that
+    killed them stays in the maximum."""
+    values = _finite(probe.series(layer.name, "update_ratio"))
+    return float(values.max()) if values.size else None
+
+
 #: Layer classes whose gradients are sparse by design: a lookup only updates
 #: the rows the batch used.
 _SPARSE = ("Embedding",)

@@ -14,6 +14,13 @@ LEARNING_RATE_SCALES = [1.0, 0.3, 0.1, 0.01]
 #: Learning-rate scales when gradients explode: a rate 10 to 1000 times too
 #: high (SGD at 50 where 0.05 trains) is a common way to blow up.
 WIDE_LEARNING_RATE_SCALES = [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001]
+#: Learning-rate scales up to 10x, for vanishing or saturating units on an
+#: adaptive optimizer already at its standard rate (see
+#: :func:`_learning_rate_dimensions`): the one remedy such a model had no
+#: faster rate for.
+FASTER_LEARNING_RATE_SCALES = [1.0, 3.0, 10.0]
+#: The faster rate tried first, paired with each normalization placement.
+FASTER_SCALE = 10.0
 #: Optimizers tried where plain SGD (or an adaptive one at a tiny rate) cannot
 #: carry a weak gradient: "name:rate" strings, since Choice values share a type.
 OPTIMIZER_CHOICES = ["keep", "adam:0.001", "adam:0.01", "rmsprop:0.001"]
@@ -126,6 +133,19 @@ def _learning_rate_dimensions(diagnosis, model, opened: dict, trial_steps: int) 
     through_time = "recurrence" in opened
     if vanishing_rules and (plain_sgd or slow_adaptive or through_time):
         dimensions.append(Dimension("optimizer", OPTIMIZER_CHOICES, vanishing_rules, "adam:0.001"))
+    elif (vanishing_rules and name in _ADAPTIVE and rate is not None and not _high_rate(name, rate)
+          and not categories & _EXPLODING):
+        # An adaptive optimizer at its standard rate (3e-4 to under 5e-3):
+        # plain SGD is offered Adam and a slow rate Adam's standard one, but
+        # this model's remedies (a new activation, initializer or
+        # normalization, from fresh weights) were tried only at its own rate,
+        # and a model freed from saturation can still learn too slowly to show
+        # it within the trial budget.  A one-convolution sigmoid network at
+        # Adam 1e-3 learned with none of them in 60 steps, and with ReLU, He
+        # and BatchNormalization at 10x the rate (normalization is what makes
+        # a higher rate safe) it did.
+        dimensions = [d for d in dimensions if d.name != "learning_rate_scale"] + [
+            _faster_scales(dimensions, vanishing_rules)]
     elif plain_sgd:
         # Once an explosion or dead units are fixed, plain SGD at a safe rate
         # often learns too slowly to show it within the budget.
@@ -133,6 +153,16 @@ def _learning_rate_dimensions(diagnosis, model, opened: dict, trial_steps: int) 
         if others:
             dimensions.append(Dimension("optimizer", OPTIMIZER_CHOICES, others, "keep"))
     return dimensions
+
+
+def _faster_scales(dimensions: list, rules: list) -> Dimension:
+    """The learning-rate scale up to :data:`FASTER_SCALE`, joined with any scale already opened."""
+    current = next((d for d in dimensions if d.name == "learning_rate_scale"), None)
+    if current is None:
+        return Dimension("learning_rate_scale", list(FASTER_LEARNING_RATE_SCALES), list(rules), 1.0)
+    values = list(current.values) + [v for v in FASTER_LEARNING_RATE_SCALES if v not in current.values]
+    opened_by = list(current.opened_by) + [rule for rule in rules if rule not in current.opened_by]
+    return Dimension("learning_rate_scale", values, opened_by, current.default)
 
 
 def _high_rate(name: str, rate) -> bool:
@@ -215,11 +245,21 @@ def expert_starts(dimensions, diagnosis, model=None) -> list:
         starts.append({"normalization": norm})
     if "clipping" in names and categories & {"exploding_gradients", "nonfinite"}:
         starts.append({"clipping": "global_clipnorm", "clip_threshold": 1.0, "learning_rate_scale": 0.1})
-    if "learning_rate_scale" in names:
+    scales = next((d.values for d in dimensions if d.name == "learning_rate_scale"), [])
+    if 0.01 in scales:
         starts.append({"learning_rate_scale": 0.01})
         if categories & _EXPLODING:
             warmup = next((d.values[-1] for d in dimensions if d.name == "warmup_steps"), 0)
             starts.append({"learning_rate_scale": 0.001, "warmup_steps": warmup})
+    if FASTER_SCALE in scales:
+        # Last of the starts, so a model that learns at its own rate stops the
+        # search before it: the defaults at the faster rate, with each
+        # normalization placement offered (BatchNormalization after the
+        # activation learned at 10x where before it did not, on a sigmoid
+        # convolution freed with ReLU and He).
+        placements = next((d.values[1:] for d in dimensions if d.name == "normalization"), [])
+        defaults = {d.name: d.default for d in dimensions} | {"learning_rate_scale": FASTER_SCALE}
+        starts += [defaults | {"normalization": norm} for norm in placements] or [defaults]
     if "optimizer" in names and _adaptive_too_fast(model) and categories & _EXPLODING:
         # Second: the optimizer at its standard rate, and nothing else changed.
         starts.insert(1, {"optimizer": standard_optimizer(model)})
