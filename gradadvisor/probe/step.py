@@ -15,8 +15,8 @@ import numpy as np
 from ..loading import activation_name
 from .batches import training_batches
 from .gradients import forward_and_gradients, model_forward
-from .stats import (BATCHED_VARIABLE_SIZE, WEIGHT_STATS, LayerReductions, describe_layers, group_variables, layer_output_stats,
-                    timestep_norms, weight_stats_matrix)
+from .stats import (BATCHED_VARIABLE_SIZE, WEIGHT_STATS, LayerReductions, describe_layers, group_variables,
+                    layer_output_stats, timestep_norms, weight_stats_matrix)
 from .updates import UpdatesNotSeen, apply_and_measure, updates_can_be_recorded
 from .walk import is_graph_model
 
