@@ -293,14 +293,17 @@ def test_update_sizes_read_from_the_optimizer_equal_those_from_a_copy(keras_modu
     assert np.all(measured[0][1] > 0)
 
 
-def test_weight_statistics_fused_equal_the_per_layer_reference(keras_module):
-    """weight_stats_matrix (the probe's) equals layer_weight_stats (the monitor's), NaN counts too."""
+@pytest.mark.parametrize("limit", [0, 8, 10**9], ids=["one_by_one", "mixed", "all_batched"])
+def test_weight_statistics_fused_equal_the_per_layer_reference(keras_module, limit):
+    """weight_stats_matrix (the probe's) equals layer_weight_stats (the monitor's), NaN counts too,
+    whether the variables are reduced one by one, all batched, or some of each."""
     import tensorflow as tf
 
-    from gradadvisor.probe.stats import WEIGHT_STATS, layer_weight_stats, weight_stats_matrix
+    from gradadvisor.probe.stats import WEIGHT_STATS, LayerReductions, layer_weight_stats, weight_stats_matrix
 
     rng = np.random.default_rng(1)
     shapes = [(5, 4), (4,), (4, 2), (2,)]
+    reductions = LayerReductions(shapes, [0, 0, 1, 1], 2, limit=limit)
     before = [rng.normal(size=s).astype("float32") for s in shapes]
     after = [b - 0.01 * rng.normal(size=b.shape).astype("float32") for b in before]
     for bad in (False, True):
@@ -309,8 +312,9 @@ def test_weight_statistics_fused_equal_the_per_layer_reference(keras_module):
         if bad:
             grads[2][0, 0], grads[2][1, 1] = np.nan, np.inf
         matrix, total = weight_stats_matrix(
-            tf, [tf.constant(g) for g in grads], [tf.nn.l2_loss(b) for b in before],
-            [tf.nn.l2_loss(a - b) for a, b in zip(after, before)], [0, 0, 1, 1], [24.0, 10.0])
+            tf, [tf.constant(g) for g in grads], reductions.square_sums(tf, [tf.constant(b) for b in before]),
+            reductions.square_sums(tf, [tf.constant(a - b) for a, b in zip(after, before)]), reductions,
+            [24.0, 10.0])
         for row, (first, last) in enumerate([(0, 2), (2, 4)]):
             reference, _ = layer_weight_stats(tf, [tf.constant(a) for a in after[first:last]],
                                               [tf.constant(g) for g in grads[first:last]],
@@ -318,6 +322,44 @@ def test_weight_statistics_fused_equal_the_per_layer_reference(keras_module):
             expected = np.array([float(reference[name]) for name in WEIGHT_STATS])
             np.testing.assert_allclose(matrix.numpy()[row], expected, rtol=1e-4, equal_nan=True)
         assert math.isfinite(float(total)) != bad
+
+
+def test_batched_and_per_variable_reductions_give_the_same_statistics_on_a_model(keras_module):
+    """A model whose layers mix large and small variables (kernels, biases, batch-norm scales and
+    offsets): the probe's statistics are the same whether every variable is reduced on its own,
+    the small ones together, or all of them together."""
+    import tensorflow as tf
+
+    from gradadvisor.probe.step import ProbeStep
+    from gradadvisor.probe.working_copy import make_loss_function
+
+    keras = keras_module
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((6, 6, 2)), keras.layers.Conv2D(8, 3, name="conv"), keras.layers.BatchNormalization(name="bn"),
+        keras.layers.ReLU(name="relu"), keras.layers.DepthwiseConv2D(3, name="depthwise"),
+        keras.layers.Flatten(name="flat"), keras.layers.Dense(12, activation="relu", name="hidden"),
+        keras.layers.Dense(3, activation="softmax", name="out")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    sizes = sorted(int(np.prod(v.shape)) for v in model.trainable_weights)
+    data = synthetic_data(model, num_samples=32, seed=0)
+    results = {}
+    for limit in (0, 20, 10**9):  # one by one; biases and batch-norm vectors batched; all batched
+        work = keras.models.clone_model(model)
+        work.set_weights(model.get_weights())
+        probe = ProbeStep(work, tf, keras, True, make_loss_function(model.loss, keras), keras.optimizers.Adam(0.01))
+        probe.batched_variable_size = limit
+        results[limit] = probe.run(data, 3, 16, 0, None)
+    assert sizes[0] <= 20 < sizes[-1]  # the middle setting does split the variables
+    reference = results[0]["stats"]
+    assert set(reference) == {"conv", "bn", "depthwise", "hidden", "out"} | {"relu", "flat"}
+    for limit in (20, 10**9):
+        assert results[limit]["stats"].keys() == reference.keys()
+        for layer, stats in reference.items():
+            for name, series in stats.items():
+                np.testing.assert_allclose(results[limit]["stats"][layer][name], series, rtol=2e-5, atol=1e-7,
+                                           err_msg=f"{limit} {layer} {name}")
+        np.testing.assert_allclose(results[limit]["global_grad_norm"], results[0]["global_grad_norm"], rtol=2e-5)
 
 
 def test_activation_statistics_equal_a_naive_reference_with_and_without_nonfinite_entries(keras_module):

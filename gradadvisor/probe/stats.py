@@ -90,61 +90,171 @@ def layer_weight_stats(tf, variables, gradients, before):
     return stats, square
 
 
-def weight_stats_matrix(tf, gradients, weight_squares, delta_squares, segments, sizes):
+#: Variables of at most this many entries are measured together (see :class:`LayerReductions`).
+BATCHED_VARIABLE_SIZE = 16384
+
+
+class LayerReductions:
+    """Per-layer sums and maxima over many variables' tensors, in few operations (traced).
+
+    Each operation in a step costs executor time however small its input, so a
+    model with many small variables (batch-norm scales and offsets, biases,
+    depthwise kernels) paid more for a handful of reductions per variable than
+    for the entries they read.  Variables of at most ``limit`` entries are
+    flattened into one vector, ordered by layer, so a statistic over all of them
+    is one sorted segment reduction (one pass, whatever their number); larger
+    variables, which that copy would cost a pass over, are reduced one by one
+    and their results combined by layer.  Sums of squares over the batched
+    entries are accumulated in float64 (a segment sum adds entries one after
+    another), so they round no worse than a per-variable float32 reduction.
+
+    Args:
+        shapes: The shape of each variable, in the order tensors will be given.
+        segments: Per variable, the index of its layer.
+        count: The number of layers.
+        limit: The largest variable (in entries) that is batched; 0 batches none.
+    """
+
+    def __init__(self, shapes, segments, count, limit=BATCHED_VARIABLE_SIZE):
+        sizes = [int(np.prod(shape)) for shape in shapes]
+        self.count = count
+        # Sorted by layer: the sorted segment reductions need it, and are far
+        # faster than the unsorted ones, which add entry by entry.
+        self.small = sorted((i for i, size in enumerate(sizes) if size <= limit), key=lambda i: (segments[i], i))
+        self.large = [i for i, size in enumerate(sizes) if size > limit]
+        self._entry_segments = np.repeat([segments[i] for i in self.small],
+                                         [sizes[i] for i in self.small]).astype("int32")
+        self._large_segments = np.array([segments[i] for i in self.large], dtype="int32")
+        if not len(self._entry_segments):  # only empty variables: nothing to batch
+            self.small = []
+
+    def flatten(self, tf, tensors):
+        """The batched variables' tensors as one float32 vector, or None when there are none.
+
+        The other methods take it as ``flat`` so that several reductions of the
+        same tensors share one copy.
+        """
+        if not self.small:
+            return None
+        shape = tf.constant([-1])
+        # A vector (a bias, a batch-norm scale) needs no reshape: one operation fewer each.
+        return tf.concat([tf.cast(tensors[i], "float32") if len(tensors[i].shape) == 1
+                          else tf.reshape(tf.cast(tensors[i], "float32"), shape) for i in self.small], 0)
+
+    def _small_by_layer(self, tf, reduce, values):
+        """A sorted segment reduction of the batched entries: per layer, 0 for a layer with none."""
+        result = reduce(values, tf.constant(self._entry_segments))
+        missing = self.count - (int(self._entry_segments[-1]) + 1)
+        return tf.pad(result, [[0, missing]]) if missing else result
+
+    def _large_by_layer(self, tf, reduce, values):
+        return reduce(values, tf.constant(self._large_segments), self.count)
+
+    def square_sums(self, tf, tensors, flat=None):
+        """Per layer, the sum of the squared entries of its variables' ``tensors``: a ``(count,)`` vector."""
+        total = tf.zeros([self.count], "float32")
+        if self.large:
+            halves = tf.stack([tf.nn.l2_loss(tf.cast(tensors[i], "float32")) for i in self.large])
+            total = 2.0 * self._large_by_layer(tf, tf.math.unsorted_segment_sum, halves)
+        flat = self.flatten(tf, tensors) if flat is None else flat
+        if flat is not None:
+            wide = tf.cast(flat, "float64")
+            total += tf.cast(self._small_by_layer(tf, tf.math.segment_sum, tf.square(wide)), "float32")
+        return total
+
+    def count_where(self, tf, test, tensors, flat=None):
+        """Per layer, the number of entries of ``tensors`` for which ``test`` holds (float32)."""
+        total = tf.zeros([self.count], "float32")
+        if self.large:
+            counts = tf.stack([tf.reduce_sum(tf.cast(test(tensors[i]), "float32")) for i in self.large])
+            total = self._large_by_layer(tf, tf.math.unsorted_segment_sum, counts)
+        flat = self.flatten(tf, tensors) if flat is None else flat
+        if flat is not None:
+            total += self._small_by_layer(tf, tf.math.segment_sum, tf.cast(test(flat), "float32"))
+        return total
+
+    def largest_absolute(self, tf, tensors, finite, flat=None):
+        """Per layer, the largest absolute entry of ``tensors``; NaN where some entry is NaN.
+
+        With ``finite`` (the caller knows every entry is finite) it is read as
+        ``max(max(x), -min(x))``, without writing ``|x|`` back.
+        """
+        flat = self.flatten(tf, tensors) if flat is None else flat
+        result, flags = None, None
+        if self.large:
+            if finite:
+                largest = tf.maximum(tf.stack([tf.reduce_max(tensors[i]) for i in self.large]),
+                                     -tf.stack([tf.reduce_min(tensors[i]) for i in self.large]))
+            else:
+                largest = tf.stack([tf.reduce_max(tf.abs(tensors[i])) for i in self.large])
+                # segment_max skips NaN where reduce_max keeps it; a NaN entry must show.
+                flags = self._large_by_layer(tf, tf.math.unsorted_segment_sum, largest)
+            # A layer without large variables gets the lowest float32, below any |x|.
+            result = self._large_by_layer(tf, tf.math.unsorted_segment_max, largest)
+        if flat is not None:
+            if finite:
+                largest = tf.maximum(self._small_by_layer(tf, tf.math.segment_max, flat),
+                                     -self._small_by_layer(tf, tf.math.segment_min, flat))
+            else:
+                magnitudes = tf.abs(flat)
+                largest = self._small_by_layer(tf, tf.math.segment_max, magnitudes)
+                # A sum of absolute values is NaN exactly when one of them is.
+                flag = self._small_by_layer(tf, tf.math.segment_sum, magnitudes)
+                flags = flag if flags is None else flags + flag
+            # A layer without batched entries gets 0, which no |x| is below.
+            result = largest if result is None else tf.maximum(result, largest)
+        if flags is not None:
+            result = tf.where(tf.math.is_nan(flags), float("nan"), result)
+        return result
+
+
+def weight_stats_matrix(tf, gradients, weight_squares, delta_squares, reductions, sizes):
     """The :data:`WEIGHT_STATS` of every layer at once: a ``(layers, 7)`` float32 matrix.
 
-    The probe's fused form of :func:`layer_weight_stats`: each variable costs a
-    few reductions, and one segment reduction per statistic combines them into
-    layers, instead of a dozen small operations per variable.  Non-finite
-    entries are counted, and the largest absolute entry taken from ``|g|``,
-    only when the sum of squares says there are any (a finite sum of squares
-    means every entry is finite), so a healthy step does not pay for them.
+    The probe's fused form of :func:`layer_weight_stats`, with the same values:
+    every statistic is a per-layer reduction of :class:`LayerReductions`, so the
+    number of operations grows with the number of large variables only.
+    Non-finite entries are counted, and the largest absolute entry taken from
+    ``|g|``, only when the sum of squares says there are any (a finite sum of
+    squares means every entry is finite), so a healthy step does not pay for them.
 
     Args:
         tf: The TensorFlow module.
         gradients: One float32 gradient per variable (zeros for none).
-        weight_squares: Per variable, half the sum of squared weights before
-            the update (``tf.nn.l2_loss``).
-        delta_squares: Per variable, half the sum of squared entries of the update.
-        segments: Per variable, the index of its layer.
+        weight_squares: Per layer, the sum of squared weights before the update
+            (:meth:`LayerReductions.square_sums`).
+        delta_squares: Per layer, the sum of squared entries of the update.
+        reductions: The :class:`LayerReductions` of the variables.
         sizes: Per layer, its number of parameters.
 
     Returns:
         ``(matrix, total_square)``: one row per layer in :data:`WEIGHT_STATS`
         order, and the sum of squared gradient entries of the whole model.
     """
-    count = len(sizes)
-    segments = tf.constant(segments, "int32")
     sizes = tf.constant(sizes, "float32")
-    squares = 2.0 * tf.stack([tf.nn.l2_loss(g) for g in gradients])
+    flat = reductions.flatten(tf, gradients)
+    squares = reductions.square_sums(tf, gradients, flat)
     total = tf.reduce_sum(squares)
-
-    # The largest entry and the negated smallest are read without writing |g| back.
-    largest = tf.maximum(tf.stack([tf.reduce_max(g) for g in gradients]),
-                         -tf.stack([tf.reduce_min(g) for g in gradients]))
+    largest = reductions.largest_absolute(tf, gradients, True, flat)
 
     def count_nonfinite():
         # Where NaN may stand, max/min would not say which way it goes: |g| does.
-        return (tf.stack([tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(g)), "float32"))
-                          for g in gradients]),
-                tf.stack([tf.reduce_max(tf.abs(g)) for g in gradients]))
+        return (reductions.count_where(tf, lambda g: tf.logical_not(tf.math.is_finite(g)), gradients, flat),
+                reductions.largest_absolute(tf, gradients, False, flat))
 
     nonfinite, largest = tf.cond(tf.math.is_finite(total), lambda: (tf.zeros_like(squares), largest),
                                  count_nonfinite)
-    zeros = tf.stack([tf.reduce_sum(tf.cast(tf.equal(g, 0.0), "float32")) for g in gradients])
-    grad_norm = tf.sqrt(tf.math.unsorted_segment_sum(squares, segments, count))
-    weight_norm = tf.sqrt(2.0 * tf.math.unsorted_segment_sum(tf.stack(weight_squares), segments, count))
-    delta_norm = tf.sqrt(2.0 * tf.math.unsorted_segment_sum(tf.stack(delta_squares), segments, count))
+    zeros = reductions.count_where(tf, lambda g: tf.equal(g, 0.0), gradients, flat)
+    grad_norm = tf.sqrt(squares)
+    weight_norm = tf.sqrt(weight_squares)
     matrix = tf.stack([
         grad_norm,
         grad_norm / tf.sqrt(sizes),
-        # segment_max skips NaN where reduce_max keeps it; a NaN entry must show.
-        tf.where(tf.math.is_nan(tf.math.unsorted_segment_sum(largest, segments, count)), float("nan"),
-                 tf.math.unsorted_segment_max(largest, segments, count)),
+        largest,
         weight_norm,
-        delta_norm / (weight_norm + _EPS),
-        tf.math.unsorted_segment_sum(zeros, segments, count) / sizes,
-        tf.math.unsorted_segment_sum(nonfinite, segments, count),
+        tf.sqrt(delta_squares) / (weight_norm + _EPS),
+        zeros / sizes,
+        nonfinite,
     ], axis=1)
     return matrix, total
 
@@ -237,8 +347,10 @@ def activation_stats_vector(tf, items):
     standard deviation comes from those two sums (float32, so it loses digits
     when it is below about 1e-3 of the mean).  One check on the sums of squares
     (a finite one means every entry is finite) decides for all outputs at once;
-    only when some output holds a NaN or an infinity are the statistics computed
-    again with those entries left out and counted.
+    only when some output holds a NaN or an infinity are the same reductions
+    run again on the outputs with those entries set to zero, and the entries
+    counted.  Both cases share the arithmetic after the reductions, so the
+    branch a healthy step never runs adds few operations to the traced step.
 
     Args:
         tf: The TensorFlow module.
@@ -251,40 +363,44 @@ def activation_stats_vector(tf, items):
     """
     if not items:
         return tf.zeros([0], "float32"), []
-    # Per output, only the passes over it; the arithmetic on their results is
-    # done once on vectors and put in order by one gather.
-    sums, squares, sizes, fractions = [], [], [], []
-    names, index = [], []
-    for output, activation in items:
-        x = tf.cast(output, "float32")
-        sizes.append(tf.cast(tf.size(x), "float32") if not x.shape.is_fully_defined()
-                     else tf.constant(float(np.prod(x.shape))))
-        sums.append(tf.reduce_sum(x))
-        squares.append(tf.nn.l2_loss(x))
-        layer = len(sums) - 1
-        extra = _activation_shape_stats(tf, x, activation)
-        names.append(["activation_mean", "activation_std", "nonfinite_activations"] + list(extra))
-        index.append([("mean", layer), ("std", layer), ("zero", 0)]
-                     + [("fraction", len(fractions) + i) for i in range(len(extra))])
-        fractions.extend(extra.values())
-    sizes = tf.stack(sizes)
-    squares = 2.0 * tf.stack(squares)
-    means = tf.stack(sums) / sizes
-    stds = tf.sqrt(tf.maximum(squares / sizes - tf.square(means), 0.0))
-    parts = {"mean": means, "std": stds, "zero": tf.zeros([1]), "fraction": tf.stack(fractions) if fractions
-             else tf.zeros([0])}
-    offsets, offset = {}, 0
-    for key in ("mean", "std", "zero", "fraction"):
-        offsets[key] = offset
-        offset += len(items) if key in ("mean", "std") else (1 if key == "zero" else len(fractions))
-    order = [offsets[key] + position for layer in index for key, position in layer]
-    fast = tf.gather(tf.concat([parts[key] for key in ("mean", "std", "zero", "fraction")], 0), order)
+    outputs = [tf.cast(output, "float32") for output, _ in items]
+    activations = [activation for _, activation in items]
+    sizes = tf.stack([tf.cast(tf.size(x), "float32") if not x.shape.is_fully_defined()
+                      else tf.constant(float(np.prod(x.shape))) for x in outputs])
+
+    def reduce(xs):
+        # Per output, only the passes over it; the arithmetic on their results is
+        # done once on vectors, put in order by one gather.
+        shape_stats = [_activation_shape_stats(tf, x, activation) for x, activation in zip(xs, activations)]
+        values = [value for stats in shape_stats for value in stats.values()]
+        return (tf.stack([tf.reduce_sum(x) for x in xs]), 2.0 * tf.stack([tf.nn.l2_loss(x) for x in xs]),
+                tf.stack(values) if values else tf.zeros([0])), [list(stats) for stats in shape_stats]
+
+    (sums, squares, shape_stats), extra_names = reduce(outputs)
+    names, index, fractions = [], [], 0
+    for layer, extra in enumerate(extra_names):
+        names.append(["activation_mean", "activation_std", "nonfinite_activations"] + extra)
+        index.append([("mean", layer), ("std", layer), ("nonfinite", layer)]
+                     + [("fraction", fractions + i) for i in range(len(extra))])
+        fractions += len(extra)
 
     def masked():
-        return tf.concat([tf.stack(list(_masked_activation_stats(tf, output, activation).values()))
-                          for output, activation in items], 0)
+        finite = [tf.math.is_finite(x) for x in outputs]
+        counts = sizes - tf.stack([tf.reduce_sum(tf.cast(f, "float32")) for f in finite])
+        return reduce([tf.where(f, x, 0.0) for f, x in zip(finite, outputs)])[0] + (counts,)
 
-    return tf.cond(tf.reduce_all(tf.math.is_finite(squares)), lambda: fast, masked), names
+    sums, squares, shape_stats, nonfinite = tf.cond(
+        tf.reduce_all(tf.math.is_finite(squares)), lambda: (sums, squares, shape_stats, tf.zeros_like(sizes)),
+        masked)
+    means = sums / sizes
+    stds = tf.sqrt(tf.maximum(squares / sizes - tf.square(means), 0.0))
+    parts = {"mean": means, "std": stds, "nonfinite": nonfinite, "fraction": shape_stats}
+    offsets, offset = {}, 0
+    for key in parts:
+        offsets[key] = offset
+        offset += len(items) if key != "fraction" else fractions
+    order = [offsets[key] + position for layer in index for key, position in layer]
+    return tf.gather(tf.concat(list(parts.values()), 0), order), names
 
 
 def _activation_shape_stats(tf, x, activation):
@@ -302,21 +418,6 @@ def _activation_shape_stats(tf, x, activation):
     if activation in RELU_FAMILY and len(x.shape) >= 2:
         alive = tf.reduce_max(x, axis=list(range(len(x.shape) - 1))) > 0.0
         stats["dead_fraction"] = 1.0 - tf.reduce_mean(tf.cast(alive, "float32"))
-    return stats
-
-
-def _masked_activation_stats(tf, output, activation):
-    """The statistics of an output holding NaN or infinite entries: those are left out and counted."""
-    output = tf.cast(output, "float32")
-    finite = tf.math.is_finite(output)
-    safe = tf.where(finite, output, 0.0)
-    mean = tf.reduce_mean(safe)
-    stats = {
-        "activation_mean": mean,
-        "activation_std": tf.sqrt(tf.reduce_mean(tf.math.squared_difference(safe, mean))),
-        "nonfinite_activations": tf.reduce_sum(tf.cast(tf.logical_not(finite), "float32")),
-    }
-    stats.update(_activation_shape_stats(tf, safe, activation))
     return stats
 
 

@@ -15,14 +15,18 @@ import numpy as np
 from ..loading import activation_name
 from .batches import training_batches
 from .gradients import forward_and_gradients, model_forward
-from .stats import (WEIGHT_STATS, describe_layers, group_variables, layer_output_stats, timestep_norms,
-                    weight_stats_matrix)
+from .stats import (BATCHED_VARIABLE_SIZE, WEIGHT_STATS, LayerReductions, describe_layers, group_variables,
+                    layer_output_stats, timestep_norms, weight_stats_matrix)
 from .updates import UpdatesNotSeen, apply_and_measure, updates_can_be_recorded
 from .walk import is_graph_model
 
 
 class ProbeStep:
     """One probe run over a working copy; :meth:`run` returns ProbeResult fields."""
+
+    #: Variables of at most this many entries have their statistics reduced
+    #: together (:class:`~.stats.LayerReductions`); 0 reduces each on its own.
+    batched_variable_size = BATCHED_VARIABLE_SIZE
 
     def __init__(self, work, tf, keras, record_activations, loss_fn, optimizer):
         self.work, self.tf, self.keras = work, tf, keras
@@ -46,21 +50,20 @@ class ProbeStep:
         if not optimizer.built:
             optimizer.build(variables)
         groups = [(path, group) for path, _, group in self.groups if group]
-        segments = [number for number, (_, group) in enumerate(groups) for _ in group]
         sizes = [float(sum(int(np.prod(v.shape)) for v in group)) for _, group in groups]
-        position = {id(v): i for i, v in enumerate(variables)}
-        ordered = [v for _, group in groups for v in group]
+        layer_of = {id(v): number for number, (_, group) in enumerate(groups) for v in group}
+        reductions = LayerReductions([v.shape for v in variables], [layer_of[id(v)] for v in variables],
+                                     len(groups), self.batched_variable_size)
 
         def step(x, y):
             self.layout, self.timestep_layout = [], []
             loss, variable_grads, order, outputs, rnn_grads = self._gradients(x, y)
             variable_grads = [g if g is not None else tf.zeros_like(v) for v, g in zip(variables, variable_grads)]
             weight_squares, delta_squares = apply_and_measure(
-                tf, optimizer, variable_grads, variables, self.record_updates)
-            pick = [position[id(v)] for v in ordered]
+                tf, optimizer, variable_grads, variables, self.record_updates,
+                lambda tensors: reductions.square_sums(tf, tensors))
             matrix, total_square = weight_stats_matrix(
-                tf, [tf.cast(variable_grads[i], "float32") for i in pick], [weight_squares[i] for i in pick],
-                [delta_squares[i] for i in pick], segments, sizes)
+                tf, [tf.cast(g, "float32") for g in variable_grads], weight_squares, delta_squares, reductions, sizes)
             self.layout.append(("", "loss"))
             self.layout.extend((path, name) for path, _ in groups for name in WEIGHT_STATS)
             self.layout.append(("", "global_grad_norm"))

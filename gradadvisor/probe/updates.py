@@ -67,31 +67,35 @@ def _recording(tf, optimizer, variables):
                 delattr(optimizer, name)
 
 
-def apply_and_measure(tf, optimizer, gradients, variables, record: bool):
-    """Apply ``gradients`` and return ``(weight_squares, delta_squares)`` per variable.
+def apply_and_measure(tf, optimizer, gradients, variables, record: bool, square_sums=None):
+    """Apply ``gradients`` and return ``(weight_squares, delta_squares)``.
 
-    ``weight_squares`` are half the sums of squared weights before the update,
-    ``delta_squares`` those of the update (float32 scalars, as ``tf.nn.l2_loss``).
+    ``weight_squares`` measure the weights before the update, ``delta_squares``
+    the update, each as ``square_sums`` reduces a list of per-variable tensors
+    (by default half the sum of squares of each, as ``tf.nn.l2_loss``; the probe
+    passes :meth:`~.stats.LayerReductions.square_sums`, per layer).
 
     Raises:
         UpdatesNotSeen: ``record`` was asked for and some variable was written
             another way; trace again with ``record=False``.
     """
-    # l2_loss is half a sum of squares in one pass; weight_stats_matrix doubles it.
-    weight_squares = [tf.nn.l2_loss(tf.cast(v, "float32")) for v in variables]
+    if square_sums is None:
+        def square_sums(tensors):
+            return [tf.nn.l2_loss(tf.cast(t, "float32")) for t in tensors]
+    weight_squares = square_sums([tf.cast(v, "float32") for v in variables])
+    after_reads = tf.nest.flatten(weight_squares)
     if not record:
         before = [tf.identity(v) for v in variables]
-        with tf.control_dependencies(weight_squares):
+        with tf.control_dependencies(after_reads):
             optimizer.apply(gradients, variables)
-        deltas = [tf.nn.l2_loss(tf.cast(v, "float32") - tf.cast(b, "float32"))
-                  for v, b in zip(variables, before)]
+        deltas = square_sums([tf.cast(v, "float32") - tf.cast(b, "float32") for v, b in zip(variables, before)])
         return weight_squares, deltas
     # The norms read the weights before the update: done first, they need no copy.
-    with tf.control_dependencies(weight_squares), _recording(tf, optimizer, variables) as updates:
+    with tf.control_dependencies(after_reads), _recording(tf, optimizer, variables) as updates:
         optimizer.apply(gradients, variables)
     if any(not written for written in updates):
         raise UpdatesNotSeen("the optimizer wrote a variable without its assign methods")
     # A norm does not need the sign of a single write; several are summed with theirs.
-    deltas = [tf.nn.l2_loss(written[0][1] if len(written) == 1 else tf.add_n([sign * u for sign, u in written]))
-              for written in updates]
+    deltas = square_sums([written[0][1] if len(written) == 1 else tf.add_n([sign * u for sign, u in written])
+                          for written in updates])
     return weight_squares, deltas
