@@ -430,24 +430,24 @@ def _last_blocking_index(probe: ProbeResult) -> int:
     return value
 
 
-@signal("output_range_low", "layer", "value")
-def output_range_low(probe: ProbeResult, layer):
-    """The lowest value the output layer's activation can produce (-inf for none).
-    None for a layer that is not an output."""
-    entry = _output_entry(probe, layer)
-    if entry is None or entry.get("activation") is None:
-        return None
-    return ACTIVATION_RANGES.get(entry["activation"], (-math.inf, math.inf))[0]
+def _output_range_bound(which: int):
+    def compute(probe: ProbeResult, layer):
+        entry = _output_entry(probe, layer)
+        if entry is None or entry.get("activation") is None:
+            return None
+        return ACTIVATION_RANGES.get(entry["activation"], (-math.inf, math.inf))[which]
+    return compute
 
 
-@signal("output_range_high", "layer", "value")
-def output_range_high(probe: ProbeResult, layer):
-    """The highest value the output layer's activation can produce (inf for none).
-    None for a layer that is not an output."""
-    entry = _output_entry(probe, layer)
-    if entry is None or entry.get("activation") is None:
-        return None
-    return ACTIVATION_RANGES.get(entry["activation"], (-math.inf, math.inf))[1]
+for _name, _which, _doc in [
+    ("output_range_low", 0, "The lowest value the output layer's activation can produce (-inf for "
+                            "none). None for a layer that is not an output."),
+    ("output_range_high", 1, "The highest value the output layer's activation can produce (inf for "
+                             "none). None for a layer that is not an output."),
+]:
+    _function = _output_range_bound(_which)
+    _function.__doc__ = _doc
+    signal(_name, "layer", "value")(_function)
 
 
 def _target_value(key):
