@@ -23,7 +23,9 @@ from typing import Callable
 import numpy as np
 
 from ..probe import ProbeResult
-from ..probe.targets import ACTIVATION_RANGES, softmax_rows_not_one, targets_out_of_range
+from ..probe.outputs import (ACTIVATION_RANGES, logits_into_probability_loss, nonprobability_into_probability_loss,
+                             probabilities_into_logits_loss, sigmoid_multiclass, softmax_one_unit,
+                             softmax_rows_not_one, targets_out_of_range)
 
 #: Floor for logarithms of gradient norms that are exactly zero.
 _TINY = 1e-30
@@ -483,9 +485,6 @@ def weight_norm_growth(probe: ProbeResult, layer):
 # --------------------------------------------------------------------------
 # Output configuration (layer scope: the output layer is what they name)
 
-_PROBABILITIES = ("softmax", "sigmoid")
-
-
 def _output_entry(probe: ProbeResult, layer):
     """The recorded description of ``layer`` as a model output, or None."""
     if not layer.is_output:
@@ -508,54 +507,22 @@ def _output_flag(check):
     return compute
 
 
-def _softmax_one_unit(entry):
-    if entry.get("activation") is None or entry.get("units") is None:
-        return None
-    return entry["activation"] == "softmax" and entry["units"] == 1
-
-
-def _sigmoid_multiclass(entry):
-    if entry.get("activation") is None or entry.get("loss_kind") is None:
-        return None
-    return (entry["activation"] == "sigmoid" and entry["loss_kind"] in ("categorical", "sparse")
-            and (entry.get("units") or 0) > 1)
-
-
-def _logits_into_probability_loss(entry):
-    if entry.get("activation") is None or entry.get("from_logits") is None:
-        return None
-    return entry["activation"] == "linear" and entry["from_logits"] is False
-
-
-def _probabilities_into_logits_loss(entry):
-    if entry.get("activation") is None or entry.get("from_logits") is None:
-        return None
-    return entry["activation"] in _PROBABILITIES and entry["from_logits"] is True
-
-
-def _probability_loss_without_probabilities(entry):
-    activation = entry.get("activation")
-    if activation is None or entry.get("from_logits") is None:
-        return None
-    return activation not in _PROBABILITIES + ("linear",) and entry["from_logits"] is False
-
-
 for _name, _check, _doc in [
-    ("output_softmax_one_unit", _softmax_one_unit,
+    ("output_softmax_one_unit", softmax_one_unit,
      "1 for an output layer that applies softmax over a single unit: its output is 1.0 for "
      "every input and its gradient exactly zero. None for other layers."),
-    ("output_sigmoid_multiclass", _sigmoid_multiclass,
+    ("output_sigmoid_multiclass", sigmoid_multiclass,
      "1 for an output layer with several sigmoid units trained with a categorical "
      "crossentropy: independent per-class probabilities where the loss expects a "
      "distribution that sums to 1. None for other layers or an unknown loss."),
-    ("output_logits_to_probability_loss", _logits_into_probability_loss,
+    ("output_logits_to_probability_loss", logits_into_probability_loss,
      "1 for a linear (logit) output layer whose crossentropy loss expects probabilities "
      "(from_logits=False). None where the loss's expectation cannot be read."),
-    ("output_probabilities_to_logits_loss", _probabilities_into_logits_loss,
+    ("output_probabilities_to_logits_loss", probabilities_into_logits_loss,
      "1 for a softmax or sigmoid output layer whose crossentropy loss expects logits "
      "(from_logits=True): the probabilities are squashed a second time. None where the "
      "loss's expectation cannot be read."),
-    ("output_nonprobability_to_probability_loss", _probability_loss_without_probabilities,
+    ("output_nonprobability_to_probability_loss", nonprobability_into_probability_loss,
      "1 for an output layer whose activation is neither linear nor a probability (ReLU, "
      "tanh, ...) under a crossentropy that expects probabilities (from_logits=False): "
      "outputs above 1 or rows that do not sum to 1 are clipped or divided by a sum that "

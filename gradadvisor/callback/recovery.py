@@ -199,7 +199,7 @@ def rate_now(optimizer, keras, iterations=None) -> float | None:
         if isinstance(setting, keras.optimizers.schedules.LearningRateSchedule):
             step = optimizer.iterations if iterations is None else iterations
             return float(np.asarray(setting(step)))
-        if callable(setting) and not hasattr(setting, "assign"):
+        if is_schedule(setting, keras):
             return float(np.asarray(setting()))
         return float(np.asarray(optimizer.learning_rate))
     except (TypeError, ValueError):
@@ -247,14 +247,10 @@ def scale_learning_rate(optimizer, factor: float, keras) -> tuple:
     factor multiplies it; a wrapped one has its factor multiplied again.
     """
     current = _compat.optimizer_learning_rate_setting(optimizer)
-    scaled_class = _scaled_schedule_class()
-    if isinstance(current, scaled_class):
-        current.scale *= factor
-        return True, f"learning rate scaled by {factor:g} (now {current.scale:.3g}x the schedule)"
-    if isinstance(current, keras.optimizers.schedules.LearningRateSchedule) or \
-            (callable(current) and not hasattr(current, "assign")):
-        optimizer.learning_rate = scaled_class(current, factor)
-        return True, f"learning rate scaled by {factor:g} (now {factor:.3g}x the schedule)"
+    if is_schedule(current, keras):
+        wrapper = _wrapped_schedule(optimizer, current)
+        wrapper.scale *= factor
+        return True, f"learning rate scaled by {factor:g} (now {wrapper.scale:.3g}x the schedule)"
     value = float(np.asarray(optimizer.learning_rate))
     optimizer.learning_rate = value * factor
     return False, f"learning rate scaled by {factor:g} (from {value:.3g} to {value * factor:.3g})"
@@ -268,17 +264,28 @@ def cap_learning_rate(optimizer, ceiling: float, keras) -> tuple:
     the ceiling, and a later scaling scales the ceiling too.
     """
     current = _compat.optimizer_learning_rate_setting(optimizer)
-    scaled_class = _scaled_schedule_class()
-    if isinstance(current, keras.optimizers.schedules.LearningRateSchedule) or \
-            (callable(current) and not hasattr(current, "assign")):
-        if not isinstance(current, scaled_class):
-            current = optimizer.learning_rate = scaled_class(current, 1.0)
-        raw = ceiling / current.scale
-        current.ceiling = raw if current.ceiling is None else min(current.ceiling, raw)
+    if is_schedule(current, keras):
+        wrapper = _wrapped_schedule(optimizer, current)
+        raw = ceiling / wrapper.scale
+        wrapper.ceiling = raw if wrapper.ceiling is None else min(wrapper.ceiling, raw)
         return True, f"learning rate capped at {ceiling:.3g} (the schedule keeps deciding it below that)"
     value = float(np.asarray(optimizer.learning_rate))
     optimizer.learning_rate = min(value, ceiling)
     return False, f"learning rate capped at {ceiling:.3g} (from {value:.3g})"
+
+
+def is_schedule(setting, keras) -> bool:
+    """Whether an optimizer's learning-rate setting is a schedule or another callable, not a variable."""
+    return isinstance(setting, keras.optimizers.schedules.LearningRateSchedule) or (
+        callable(setting) and not hasattr(setting, "assign"))
+
+
+def _wrapped_schedule(optimizer, schedule):
+    """The optimizer's schedule wrapped for scaling and capping (wrapped now, at factor 1, if it is not yet)."""
+    scaled_class = _scaled_schedule_class()
+    if not isinstance(schedule, scaled_class):
+        schedule = optimizer.learning_rate = scaled_class(schedule, 1.0)
+    return schedule
 
 
 @functools.lru_cache(maxsize=1)

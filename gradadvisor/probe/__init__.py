@@ -24,4 +24,4 @@ from .stats import (ACTIVATION_STATS, WEIGHT_STATS, describe_layers, group_varia
                     layer_output_stats, layer_weight_stats, timestep_norms)
 from .walk import is_graph_model, Tracer, leaf_layers  # noqa: F401
 from .working_copy import make_working_copy, describe_optimizer, make_loss_function  # noqa: F401
-from .targets import ACTIVATION_RANGES, describe_targets, softmax_rows_not_one, targets_out_of_range  # noqa: F401
+from .outputs import ACTIVATION_RANGES, describe_targets, softmax_rows_not_one, targets_out_of_range  # noqa: F401

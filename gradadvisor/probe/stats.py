@@ -470,7 +470,7 @@ def describe_outputs(model, loss, targets=None) -> list:
     """
     from ..loading import output_layers
     from ..loading.loss import LossChoice, describe_loss
-    from .targets import describe_targets
+    from .outputs import describe_targets
 
     tensors = list(getattr(model, "outputs", None) or [])
     try:

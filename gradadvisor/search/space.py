@@ -20,7 +20,7 @@ WIDE_LEARNING_RATE_SCALES = [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001]
 #: faster rate for.
 FASTER_LEARNING_RATE_SCALES = [1.0, 3.0, 10.0]
 #: The faster rate tried first, paired with each normalization placement.
-FASTER_SCALE = 10.0
+FASTER_SCALE = FASTER_LEARNING_RATE_SCALES[-1]
 #: Optimizers tried where plain SGD (or an adaptive one at a tiny rate) cannot
 #: carry a weak gradient: "name:rate" strings, since Choice values share a type.
 OPTIMIZER_CHOICES = ["keep", "adam:0.001", "adam:0.01", "rmsprop:0.001"]

@@ -28,7 +28,9 @@ from __future__ import annotations
 import re
 
 from ..errors import SurgeryError
-from ..probe.targets import softmax_rows_not_one, targets_out_of_range
+from ..probe.outputs import (logits_into_probability_loss, nonprobability_into_probability_loss,
+                             probabilities_into_logits_loss, sigmoid_multiclass, softmax_one_unit,
+                             softmax_rows_not_one, targets_out_of_range)
 
 #: The changes :func:`rewrite_output` knows, besides ``"units=N"``.
 OUTPUT_FIXES = ("sigmoid", "softmax", "linear", "from_logits", "probabilities")
@@ -56,18 +58,16 @@ def output_fix_for(outputs: list) -> str | None:
             (:attr:`~gradadvisor.probe.ProbeResult.outputs`).
     """
     for entry in outputs or []:
-        activation, units = entry.get("activation"), entry.get("units")
-        from_logits, kind = entry.get("from_logits"), entry.get("loss_kind")
-        if activation == "softmax" and units == 1:
+        if softmax_one_unit(entry):
             return "sigmoid"
-        if activation == "sigmoid" and (units or 0) > 1 and kind in ("categorical", "sparse"):
+        if sigmoid_multiclass(entry):
             return "softmax"
-        if activation == "linear" and from_logits is False:
+        if logits_into_probability_loss(entry):
             return "from_logits"
-        if activation in ("softmax", "sigmoid") and from_logits is True:
+        if probabilities_into_logits_loss(entry):
             return "probabilities"
-        if activation not in (None, "linear", "softmax", "sigmoid") and from_logits is False:
-            return "sigmoid" if kind == "binary" or units == 1 else "softmax"
+        if nonprobability_into_probability_loss(entry):
+            return "sigmoid" if entry.get("loss_kind") == "binary" or entry.get("units") == 1 else "softmax"
         if softmax_rows_not_one(entry):
             return "sigmoid"
         if targets_out_of_range(entry):

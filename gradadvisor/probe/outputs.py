@@ -1,8 +1,11 @@
-"""What the user's targets ask of a model output: their range, against the activation's.
+"""Whether a model output, its loss and the user's targets fit together.
 
-The probe summarises each output's targets (:func:`describe_targets`); the
-output-range rules and the output surgery read the summary with
-:func:`targets_out_of_range` and :func:`softmax_rows_not_one`.
+Each check reads one entry of :func:`~.stats.describe_outputs` (the output's
+activation and width, the loss's kind and ``from_logits``, and
+:func:`describe_targets` of the user's targets) and returns True, False, or
+None when the entry does not say enough to judge.  The output-configuration
+signals (and so rules GA701-GA707) and the output surgery's choice of fix
+both read these, so a finding and the fix it opens cannot disagree.
 """
 
 from __future__ import annotations
@@ -10,6 +13,48 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+#: Output activations that produce probabilities.
+PROBABILITIES = ("softmax", "sigmoid")
+
+
+def softmax_one_unit(entry) -> bool | None:
+    """Whether the output applies softmax over a single unit (1.0 for every input)."""
+    if entry.get("activation") is None or entry.get("units") is None:
+        return None
+    return entry["activation"] == "softmax" and entry["units"] == 1
+
+
+def sigmoid_multiclass(entry) -> bool | None:
+    """Whether several sigmoid units are trained with a categorical crossentropy."""
+    if entry.get("activation") is None or entry.get("loss_kind") is None:
+        return None
+    return (entry["activation"] == "sigmoid" and entry["loss_kind"] in ("categorical", "sparse")
+            and (entry.get("units") or 0) > 1)
+
+
+def logits_into_probability_loss(entry) -> bool | None:
+    """Whether a linear output (logits) feeds a crossentropy that expects probabilities."""
+    if entry.get("activation") is None or entry.get("from_logits") is None:
+        return None
+    return entry["activation"] == "linear" and entry["from_logits"] is False
+
+
+def probabilities_into_logits_loss(entry) -> bool | None:
+    """Whether a softmax or sigmoid output feeds a crossentropy that expects logits."""
+    if entry.get("activation") is None or entry.get("from_logits") is None:
+        return None
+    return entry["activation"] in PROBABILITIES and entry["from_logits"] is True
+
+
+def nonprobability_into_probability_loss(entry) -> bool | None:
+    """Whether an output that is neither linear nor a probability (ReLU, tanh, ...)
+    feeds a crossentropy that expects probabilities."""
+    activation = entry.get("activation")
+    if activation is None or entry.get("from_logits") is None:
+        return None
+    return activation not in PROBABILITIES + ("linear",) and entry["from_logits"] is False
+
 
 #: The outputs an activation can produce, ``(lowest, highest)``; activations
 #: not listed are unbounded both ways (linear, leaky ReLU, PReLU).
