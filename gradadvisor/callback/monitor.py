@@ -34,6 +34,10 @@ _RECENT_LOSSES = 50
 _RISE_LOSSES = 10
 #: The snapshot gap is fitted once this many copies are timed (the first ones run cold).
 _TIMED_COPIES = 4
+#: A batch loss spike or climb counts only once the loss is above this share of the loss the run
+#: started at (the median of its first _RISE_LOSSES batch losses): below it, the model has
+#: converged, and ten times a median near zero is noise, not divergence.
+_CONVERGED_FRACTION = 0.1
 #: The loss curve kept for the report holds at most this many points (thinned by two when full).
 _MAX_LOSS_POINTS = 20000
 
@@ -137,7 +141,12 @@ class _GradientMonitor:
         of the last 50 batch losses, or when the median of the last 10
         batch losses exceeds ``loss_spike ** 0.5`` times the lowest median
         of 50 seen (a climb with no single spike: a learning rate creeping
-        too high), or, between a recovery and the next snapshot, exceeds
+        too high) — a spike or a climb only once the loss is above a tenth
+        of the loss the run started at (the median of its first 10 batch
+        losses; below that the model has converged, and ten times a median
+        near zero is noise: a MobileNetV2 trained to a loss of 0.002 had
+        batches at 0.02-0.2 that were recovered from four times, each
+        scaling its rate down) — or, between a recovery and the next snapshot, exceeds
         ``loss_spike ** 0.25`` times the median of 50 when the snapshot
         restored was taken (a remedy that leaves the loss high is
         escalated). Snapshots between measurements wait for 50 batch
@@ -328,6 +337,8 @@ class _GradientMonitor:
         self._snapshot = _Snapshot() if self._keeps_snapshots() else None
         self._healthy_norms: collections.deque = collections.deque(maxlen=NUM_HEALTHY_NORMS)
         self._recent_losses: collections.deque = collections.deque(maxlen=_RECENT_LOSSES)
+        self._first_losses: list = []  # the run's first _RISE_LOSSES finite batch losses
+        self._start_level = None       # their median, once known
         self._best_median = None
         self._reference = math.nan  # the median of the recent batch losses, refreshed with _levels
         self._levels = (None, None)
@@ -437,8 +448,13 @@ class _GradientMonitor:
                 self._recover_or_stop("nonfinite_loss", [], f"the batch loss was {batch_loss}", batch_loss,
                                       batch)
                 return
+            if self._start_level is None:
+                self._first_losses.append(batch_loss)
+                if len(self._first_losses) == _RISE_LOSSES:
+                    self._start_level = float(np.median(self._first_losses))
             reference = self._reference
-            if self.loss_spike is not None and reference > 0 and batch_loss > self.loss_spike * reference:
+            if self.loss_spike is not None and reference > 0 and batch_loss > self.loss_spike * reference \
+                    and self._above_converged(batch_loss):
                 self._recover_or_stop(
                     "loss_spike", [], f"the batch loss was {batch_loss:.4g}, more than {self.loss_spike:g} "
                     f"times the median of the last {len(self._recent_losses)} batch losses ({reference:.4g})",
@@ -453,7 +469,8 @@ class _GradientMonitor:
             self._losses_since_stats = 0
             self._reference = float(np.median(self._recent_losses))
             rise, level = self._levels = self._loss_levels()
-            if self.loss_spike is not None and rise is not None and rise > self.loss_spike ** 0.5:
+            if self.loss_spike is not None and rise is not None and rise > self.loss_spike ** 0.5 \
+                    and self._above_converged(rise * self._best_median):
                 self._recover_or_stop(
                     "loss_rise", [], f"the median of the last {_RISE_LOSSES} batch losses rose to {rise:.3g} "
                     f"times the lowest median of {_RECENT_LOSSES} batch losses ({self._best_median:.4g})",
@@ -771,6 +788,10 @@ class _GradientMonitor:
         rise = recent / self._best_median if self._best_median > 0 else None
         level = recent / self._snapshot_median if self._snapshot_median else None
         return rise, level
+
+    def _above_converged(self, loss: float) -> bool:
+        """Whether ``loss`` is above the level where the model counts as converged (see _CONVERGED_FRACTION)."""
+        return self._start_level is None or loss > _CONVERGED_FRACTION * self._start_level
 
     def _losses_vouch(self, rise, level) -> bool:
         """Whether the recent batch losses vouch for the weights: no climb, near the last snapshot's level."""
