@@ -25,7 +25,10 @@ see :func:`real_bug_entries`).
    model built healthy, diagnosed at default settings for batch sizes 16 and
    32 and seeds 0-4, each run cached in ``benchmarks/cache/false_alarms.json``
    so an interrupted run resumes (its probe is kept beside it, in
-   ``false_alarm_probes/``, not committed).  Runs never made at any code
+   ``false_alarm_probes/`` or ``--probe-dir``, not committed).  When only the
+   rules or their evaluation changed since a run (the code a probe runs, see
+   :func:`probe_fingerprint`, did not), the current rules are applied again to
+   its saved probe instead of probing again.  Runs never made at any code
    version go first; ``--false-alarms-report`` writes
    ``benchmarks/false_alarms.md`` with every cached run and its code version.
 
@@ -253,7 +256,7 @@ def render_false_alarm_runs(runs: dict, models: list, labels: dict, fingerprint:
              "seconds are wall-clock and only say what a run cost there.", "",
              f"## At the current code (fingerprint `{fingerprint}`)", "",
              f"{len(current)} of {planned} runs done, {count(current).split('/')[0]} with an alarm."
-             + on_faulty(current), "",
+             + on_faulty(current) + _reapplied_note(current), "",
              "| seed | " + " | ".join(f"batch {b}" for b in FALSE_ALARM_BATCHES) + " |",
              "|---|" + "---|" * len(FALSE_ALARM_BATCHES)]
     for seed in FALSE_ALARM_SEEDS:
@@ -294,6 +297,15 @@ def render_false_alarm_runs(runs: dict, models: list, labels: dict, fingerprint:
     if not alarmed:
         lines.append("None.")
     return "\n".join(lines) + "\n"
+
+
+def _reapplied_note(current: list) -> str:
+    reapplied = sum(bool(r.get("rules_reapplied")) for r in current)
+    if not reapplied:
+        return ""
+    return (f" For {reapplied} of them the probe was made before the rules last changed and the current "
+            "rules were applied to it again (the probe code is unchanged since, so probing again would "
+            "measure the same statistics); their seconds are the probe's.")
 
 
 # --------------------------------------------------------------------------
@@ -511,12 +523,35 @@ def assign_split(items: list, forced: set) -> dict:
 
 def code_fingerprint() -> str:
     """Changes with any rule file or gradadvisor source file."""
+    return _fingerprint(((REPO / "rules", "*.yaml"), (REPO / "gradadvisor", "*.py"),
+                         (REPO / "gradadvisor", "*.yaml")))
+
+
+#: Parts of the package a probe never runs: the rules and their evaluation, the
+#: search, the surgery, the reports, the callback and the command line.
+NOT_PROBE_CODE = ("gradadvisor/analysis/", "gradadvisor/callback/", "gradadvisor/report/",
+                  "gradadvisor/search/", "gradadvisor/surgery/", "gradadvisor/cli.py",
+                  "gradadvisor/__main__.py", "gradadvisor/examples.py")
+
+
+def probe_fingerprint() -> str:
+    """Changes with any source file a probe runs (everything but :data:`NOT_PROBE_CODE`).
+
+    A probe made at the same probe fingerprint is what a new run would measure, so a
+    change to the rules alone is judged by applying them again to the saved probe.
+    """
+    return _fingerprint(((REPO / "gradadvisor", "*.py"),),
+                        skip=lambda relative: relative.startswith(NOT_PROBE_CODE))
+
+
+def _fingerprint(sources, skip=lambda relative: False) -> str:
     digest = hashlib.sha256()
-    for folder, pattern in ((REPO / "rules", "*.yaml"), (REPO / "gradadvisor", "*.py"),
-                            (REPO / "gradadvisor", "*.yaml")):
+    for folder, pattern in sources:
         for path in sorted(folder.rglob(pattern)):
-            digest.update(str(path.relative_to(REPO)).encode())
-            digest.update(path.read_bytes())
+            relative = path.relative_to(REPO).as_posix()
+            if not skip(relative):
+                digest.update(relative.encode())
+                digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -608,9 +643,16 @@ def ensure_false_alarms(entries: list, args) -> dict:
 
     _, keras = import_keras()
     path = Path(args.out) / "cache" / "false_alarms.json"
+    probes = Path(getattr(args, "probe_dir", None) or Path(args.out) / "cache" / "false_alarm_probes")
     cache = read_json(path, {})
     runs = cache.setdefault("runs", {})
     fingerprint = code_fingerprint()
+    probe_code = probe_fingerprint()
+    reapplied = reapply_rules(runs, probes, fingerprint, probe_code)
+    if reapplied:
+        write_json(path, {**read_json(path, {}), "runs": {**read_json(path, {}).get("runs", {}), **reapplied}})
+        log(f"false alarms: the current rules applied again to {len(reapplied)} saved probes "
+            "made at the current probe code")
     # Seed-major order, both batch sizes of a model together: a partial sweep
     # already covers every model at the first seeds, and builds each model once per seed.
     plan = [(entry, batch, seed) for seed in FALSE_ALARM_SEEDS for entry in entries
@@ -648,16 +690,13 @@ def ensure_false_alarms(entries: list, args) -> dict:
             log(f"false alarms [{number}/{len(todo)}] {entry.name} batch {batch} seed {seed}: "
                 f"FAILED {type(error).__name__}: {error}")
             continue
-        alarms = [{"rule": f.rule, "severity": f.severity, "first_layer": f.first_layer,
-                   "summary": getattr(f, "message", None) or getattr(f, "summary", None)}
-                  for f in diagnosis.findings if f.severity in ("warning", "error")]
+        alarms = alarms_of(diagnosis.findings)
         # The probe itself is kept: a run costs minutes, applying the rules to it again milliseconds.
-        save_probe(Path(args.out) / "cache" / "false_alarm_probes" / f"{entry.name}-{batch}-{seed}.json.gz",
-                   diagnosis.probe, fingerprint)
+        save_probe(probes / f"{entry.name}-{batch}-{seed}.json.gz", diagnosis.probe, probe_code)
         runs[f"{entry.name}|{batch}|{seed}"] = {
             "entry": entry.name, "batch_size": batch, "seed": seed, "status": diagnosis.status,
             "alarms": alarms, "seconds": round(time.perf_counter() - started, 2),
-            "fingerprint": fingerprint}
+            "fingerprint": fingerprint, "probe_fingerprint": probe_code}
         # Merge with what other shards wrote since this one started, then write atomically.
         on_disk = read_json(path, {}).get("runs", {})
         on_disk.update({k: v for k, v in runs.items()
@@ -669,6 +708,41 @@ def ensure_false_alarms(entries: list, args) -> dict:
             f"{', '.join(a['rule'] for a in alarms) or 'no alarm'} ({time.perf_counter() - started:.0f} s)")
     return {key: run for key, run in runs.items() if run.get("fingerprint") == fingerprint
             and run["entry"] in {e.name for e in entries}}
+
+
+def alarms_of(findings) -> list:
+    """The findings of warning or error severity, as the false-alarm cache keeps them."""
+    return [{"rule": f.rule, "severity": f.severity, "first_layer": f.first_layer,
+             "summary": getattr(f, "message", None) or getattr(f, "summary", None)}
+            for f in findings if f.severity in ("warning", "error")]
+
+
+def reapply_rules(runs: dict, probes: Path, fingerprint: str, probe_code: str) -> dict:
+    """Runs made at earlier rules but the current probe code, judged again by the current rules.
+
+    Their saved probe is what a new run would measure; the rules take milliseconds on it, where
+    probing again takes minutes. A run keeps its original seconds and is marked ``rules_reapplied``.
+    """
+    from gradadvisor.analysis.diagnosis import Diagnosis
+    from gradadvisor.analysis.engine import evaluate, load_rules
+
+    rules = None
+    updated = {}
+    for key, run in runs.items():
+        if run.get("fingerprint") == fingerprint or run.get("probe_fingerprint") != probe_code:
+            continue
+        saved = probes / f"{run['entry']}-{run['batch_size']}-{run['seed']}.json.gz"
+        if not saved.exists():
+            continue
+        made_at, probe = load_probe(saved)
+        if made_at != probe_code:
+            continue
+        rules = rules if rules is not None else load_rules()
+        diagnosis = Diagnosis(probe=probe, findings=evaluate(probe, rules))
+        updated[key] = {**run, "alarms": alarms_of(diagnosis.findings), "status": diagnosis.status,
+                        "fingerprint": fingerprint, "rules_reapplied": True}
+    runs.update(updated)
+    return updated
 
 
 def save_probe(path: Path, probe, fingerprint: str) -> None:
@@ -1055,6 +1129,10 @@ def main(argv=None) -> int:
     parser.add_argument("--shard", type=_shard,
                         help="K/N: run only every N-th false-alarm run from the K-th (0-based), so that "
                              "N processes share one sweep and its cache")
+    parser.add_argument("--probe-dir", default=None,
+                        help="where the false-alarm sweep keeps each run's probe (default: "
+                             "OUT/cache/false_alarm_probes); rules changed since a run are applied "
+                             "again to its probe while the probe code is unchanged")
     parser.add_argument("--refresh", action="store_true", help="ignore cached detection and false-alarm runs")
     parser.add_argument("--refresh-labels", action="store_true", help="recompute the outcome labels")
     parser.add_argument("--steps", type=int, default=30, help="probe steps (default 30)")

@@ -356,9 +356,22 @@ def test_false_alarm_shards_share_one_cache_without_losing_runs(tmp_path, monkey
     from gradadvisor.analysis.engine import evaluate, load_rules
 
     fingerprint, probe = benchmark.load_probe(tmp_path / "cache" / "false_alarm_probes" / "tiny-a-32-0.json.gz")
-    assert fingerprint == benchmark.code_fingerprint() and probe.steps_run == 3
+    assert fingerprint == benchmark.probe_fingerprint() and probe.steps_run == 3
     again = [f.rule for f in evaluate(probe, load_rules()) if f.severity in ("warning", "error")]
     assert again == [a["rule"] for a in on_disk["tiny-a|32|0"]["alarms"]]
+
+    # Rules changed since a run, probe code not: the rules are applied to the saved probe, nothing is probed.
+    on_disk["tiny-a|32|0"].update(fingerprint="earlier-rules", alarms=[{"rule": "GA999"}])
+    on_disk["tiny-b|32|0"].update(fingerprint="earlier-rules", probe_fingerprint="earlier-probe")
+    benchmark.write_json(tmp_path / "cache" / "false_alarms.json", {"runs": on_disk})
+    probed = []
+    monkeypatch.setattr("gradadvisor.api.diagnose",
+                        lambda *a, **k: probed.append(k["batch_size"]) or real_diagnose(*a, **{**k, "steps": 3}))
+    runs = benchmark.ensure_false_alarms(entries, argparse.Namespace(out=str(tmp_path), refresh=False, shard=None))
+    assert runs["tiny-a|32|0"]["rules_reapplied"] and [a["rule"] for a in runs["tiny-a|32|0"]["alarms"]] == again
+    assert runs["tiny-a|32|0"]["fingerprint"] == benchmark.code_fingerprint()
+    # Probed: the two runs never made (batch 16) and tiny-b at 32, whose probe code changed; not tiny-a at 32.
+    assert sorted(probed) == [16, 16, 32] and not runs["tiny-b|32|0"].get("rules_reapplied")
 
 
 def test_false_alarm_report_keeps_runs_of_earlier_code_apart():
