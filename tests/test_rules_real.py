@@ -313,3 +313,28 @@ def test_relu_units_dying_under_large_steps_are_found_before_most_are_dead(keras
     # At a usual rate no unit dies and nothing is found.
     model, x, y = _relu_convolutions(keras_module, 0.05)
     assert diagnose(model, x, y, steps=30, batch_size=32).status == "healthy"
+
+
+def _xor_program(keras, fixed):
+    """Stack Overflow 31556268 re-typed: a 2-4-1 sigmoid network on XOR, MAE at SGD 0.05 (fix: Adam, MSE)."""
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential([keras.Input((2,)), layers.Dense(4), layers.Activation("sigmoid"),
+                              layers.Dense(1), layers.Activation("sigmoid")])
+    if fixed:
+        model.compile(optimizer="adam", loss="mse")
+    else:
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.11, nesterov=True), loss="mean_absolute_error")
+    return model
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_loss_that_stalls_in_full_batch_training_is_a_warning_and_its_fix_is_quiet(keras_module, seed):
+    x = np.array([[1, 1], [1, 0], [0, 0], [0, 1]], dtype="float32")
+    y = np.array([[0], [1], [0], [1]], dtype="float32")
+    stalled = diagnose(_xor_program(keras_module, fixed=False), x, y, batch_size=4, seed=seed)
+    finding = next(f for f in stalled.findings if f.rule == "GA602")
+    assert finding.severity == "warning" and finding.category == "slow_updates"
+    assert max(stalled.probe.global_grad_norm) > 0 and "GA601" not in {f.rule for f in stalled.findings}
+    learning = diagnose(_xor_program(keras_module, fixed=True), x, y, batch_size=4, seed=seed)
+    assert "GA602" not in {f.rule for f in learning.findings}
