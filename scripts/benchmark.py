@@ -653,14 +653,7 @@ def ensure_false_alarms(entries: list, args) -> dict:
         write_json(path, {**read_json(path, {}), "runs": {**read_json(path, {}).get("runs", {}), **reapplied}})
         log(f"false alarms: the current rules applied again to {len(reapplied)} saved probes "
             "made at the current probe code")
-    # Seed-major order, both batch sizes of a model together: a partial sweep
-    # already covers every model at the first seeds, and builds each model once per seed.
-    plan = [(entry, batch, seed) for seed in FALSE_ALARM_SEEDS for entry in entries
-            for batch in FALSE_ALARM_BATCHES]
-    # Breadth first: runs never made at any code version, then those made only at an
-    # earlier one, the runs that had false alarms before first among them (they check the rule fixes).
-    plan.sort(key=lambda item: (f"{item[0].name}|{item[1]}|{item[2]}" in runs,
-                                f"{item[0].name}|{item[1]}|{item[2]}" not in KNOWN_FALSE_ALARMS))
+    plan = sweep_plan(entries, runs)
     shard, shards = getattr(args, "shard", None) or (0, 1)
     plan = [item for position, item in enumerate(plan) if position % shards == shard]
     todo = [(e, b, s) for e, b, s in plan
@@ -708,6 +701,21 @@ def ensure_false_alarms(entries: list, args) -> dict:
             f"{', '.join(a['rule'] for a in alarms) or 'no alarm'} ({time.perf_counter() - started:.0f} s)")
     return {key: run for key, run in runs.items() if run.get("fingerprint") == fingerprint
             and run["entry"] in {e.name for e in entries}}
+
+
+def sweep_plan(entries: list, runs: dict) -> list:
+    """``(entry, batch, seed)`` in the order the false-alarm sweep makes them.
+
+    Seed-major, both batch sizes of a model together: a partial sweep covers every model
+    at the first seeds, and builds each model once per seed. Within a seed, runs never made
+    at any code version go first, then those made only at an earlier one, the runs that had
+    false alarms before first among them (they check the rule fixes).
+    """
+    plan = [(entry, batch, seed) for seed in FALSE_ALARM_SEEDS for entry in entries
+            for batch in FALSE_ALARM_BATCHES]
+    plan.sort(key=lambda item: (item[2], f"{item[0].name}|{item[1]}|{item[2]}" in runs,
+                                f"{item[0].name}|{item[1]}|{item[2]}" not in KNOWN_FALSE_ALARMS))
+    return plan
 
 
 def alarms_of(findings) -> list:

@@ -311,6 +311,13 @@ def test_false_alarm_sweep_orders_the_docs_models_then_the_cheapest_applications
     assert ordered[-1] == "convnext-xlarge"
 
 
+def test_false_alarm_sweep_covers_every_model_at_a_seed_before_the_next_seed():
+    entries = [_Tiny("a"), _Tiny("b")]
+    runs = {"b|16|0": {}, "b|32|0": {}, "a|16|1": {}}  # made at some earlier code
+    plan = [f"{e.name}|{batch}|{seed}" for e, batch, seed in benchmark.sweep_plan(entries, runs)][:6]
+    assert plan == ["a|16|0", "a|32|0", "b|16|0", "b|32|0", "a|32|1", "b|16|1"]
+
+
 class _Tiny:
     """A stand-in entry: a two-layer model that builds in milliseconds."""
 
