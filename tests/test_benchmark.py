@@ -178,6 +178,26 @@ def test_outcome_labeller_calls_units_dead_on_every_sample_dead(tiny_labels):
     assert verdict["runs"]["as_built"]["dead_fraction"] == 1.0
 
 
+def test_outcome_labeller_judges_a_batch_norm_model_by_its_weights_not_by_lagging_moving_averages():
+    # Batch statistics far from the initial moving averages (mean 0, variance 1), averaged with
+    # keras.applications' MobileNet momentum: after 60 steps the averages still hold 94% of
+    # their start, so in inference mode the trained model looked as if it had learned nothing.
+    def build(seed):
+        import keras
+
+        data = zoo.iris()
+        model = keras.Sequential([
+            keras.Input(shape=(4,)),
+            keras.layers.Dense(16, bias_initializer=keras.initializers.Constant(5.0)),
+            keras.layers.BatchNormalization(momentum=0.999), keras.layers.Activation("relu"),
+            keras.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(3e-2), loss="sparse_categorical_crossentropy")
+        return model, data
+
+    verdict = outcome.label(_entry("tiny-batchnorm", "healthy", build))
+    assert verdict["label"] == "healthy", verdict["reasons"]
+
+
 def test_reference_fix_swaps_saturating_activations_and_recurrent_cells():
     import keras
 
