@@ -28,8 +28,8 @@ see :func:`real_bug_entries`).
    ``false_alarm_probes/`` or ``--probe-dir``, not committed).  When only the
    rules or their evaluation changed since a run (the code a probe runs, see
    :func:`probe_fingerprint`, did not), the current rules are applied again to
-   its saved probe instead of probing again.  Runs never made at any code
-   version go first; ``--false-alarms-report`` writes
+   its saved probe instead of probing again.  Every model is run at a seed
+   before any at the next (:func:`sweep_plan`); ``--false-alarms-report`` writes
    ``benchmarks/false_alarms.md`` with every cached run and its code version.
 
 Writes ``benchmarks/results.md`` and ``benchmarks/results.json``.
@@ -650,7 +650,8 @@ def ensure_false_alarms(entries: list, args) -> dict:
     probe_code = probe_fingerprint()
     reapplied = reapply_rules(runs, probes, fingerprint, probe_code)
     if reapplied:
-        write_json(path, {**read_json(path, {}), "runs": {**read_json(path, {}).get("runs", {}), **reapplied}})
+        on_disk = read_json(path, {})
+        write_json(path, {**on_disk, "runs": {**on_disk.get("runs", {}), **reapplied}})
         log(f"false alarms: the current rules applied again to {len(reapplied)} saved probes "
             "made at the current probe code")
     plan = sweep_plan(entries, runs)
