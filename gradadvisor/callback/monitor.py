@@ -34,10 +34,16 @@ _RECENT_LOSSES = 50
 _RISE_LOSSES = 10
 #: The snapshot gap is fitted once this many copies are timed (the first ones run cold).
 _TIMED_COPIES = 4
-#: A batch loss spike or climb counts only once the loss is above this share of the loss the run
-#: started at (the median of its first _RISE_LOSSES batch losses): below it, the model has
-#: converged, and ten times a median near zero is noise, not divergence.
+#: A climb counts only once the loss is above this share of the loss the run started at (the
+#: median of its first _RISE_LOSSES batch losses): below it, the model has converged, and a few
+#: times a median near zero is noise, not divergence.
 _CONVERGED_FRACTION = 0.1
+#: A single batch's loss spike counts only above this share of the loss the run started at: a
+#: model that does worse on a batch than it did untrained has lost what it learned. Below it, a
+#: converged model's hard batches swing far above a median near zero and the loss comes back on its
+#: own (a MobileNetV2 at a median of 0.004 had batches at 0.39, 1.28 and 0.40 in a row, all below
+#: its starting 2.7; at the rate jumping 300x its next losses were 42, 110, 73).
+_SPIKE_FRACTION = 1.0
 #: The loss curve kept for the report holds at most this many points (thinned by two when full).
 _MAX_LOSS_POINTS = 20000
 
@@ -454,7 +460,7 @@ class _GradientMonitor:
                     self._start_level = float(np.median(self._first_losses))
             reference = self._reference
             if self.loss_spike is not None and reference > 0 and batch_loss > self.loss_spike * reference \
-                    and self._above_converged(batch_loss):
+                    and self._above_start(batch_loss, _SPIKE_FRACTION):
                 self._recover_or_stop(
                     "loss_spike", [], f"the batch loss was {batch_loss:.4g}, more than {self.loss_spike:g} "
                     f"times the median of the last {len(self._recent_losses)} batch losses ({reference:.4g})",
@@ -470,7 +476,7 @@ class _GradientMonitor:
             self._reference = float(np.median(self._recent_losses))
             rise, level = self._levels = self._loss_levels()
             if self.loss_spike is not None and rise is not None and rise > self.loss_spike ** 0.5 \
-                    and self._above_converged(rise * self._best_median):
+                    and self._above_start(rise * self._best_median, _CONVERGED_FRACTION):
                 self._recover_or_stop(
                     "loss_rise", [], f"the median of the last {_RISE_LOSSES} batch losses rose to {rise:.3g} "
                     f"times the lowest median of {_RECENT_LOSSES} batch losses ({self._best_median:.4g})",
@@ -789,9 +795,12 @@ class _GradientMonitor:
         level = recent / self._snapshot_median if self._snapshot_median else None
         return rise, level
 
-    def _above_converged(self, loss: float) -> bool:
-        """Whether ``loss`` is above the level where the model counts as converged (see _CONVERGED_FRACTION)."""
-        return self._start_level is None or loss > _CONVERGED_FRACTION * self._start_level
+    def _above_start(self, loss: float, fraction: float) -> bool:
+        """Whether ``loss`` is above ``fraction`` of the loss the run started at (True until that is known).
+
+        See _CONVERGED_FRACTION (a climb) and _SPIKE_FRACTION (a single batch's spike).
+        """
+        return self._start_level is None or loss > fraction * self._start_level
 
     def _losses_vouch(self, rise, level) -> bool:
         """Whether the recent batch losses vouch for the weights: no climb, near the last snapshot's level."""
