@@ -143,16 +143,23 @@ class _GradientMonitor:
         finding at ``min_severity`` or above whose rule names clipping or the
         learning rate as a fix appears (other findings, such as vanishing
         gradients or dead units, are warned about), when a batch's loss is
-        NaN or infinite, when it exceeds ``loss_spike`` times the median
-        of the last 50 batch losses, or when the median of the last 10
-        batch losses exceeds ``loss_spike ** 0.5`` times the lowest median
-        of 50 seen (a climb with no single spike: a learning rate creeping
-        too high) — a spike or a climb only once the loss is above a tenth
-        of the loss the run started at (the median of its first 10 batch
-        losses; below that the model has converged, and ten times a median
-        near zero is noise: a MobileNetV2 trained to a loss of 0.002 had
-        batches at 0.02-0.2 that were recovered from four times, each
-        scaling its rate down) — or, between a recovery and the next snapshot, exceeds
+        NaN or infinite (at once, always), when it exceeds ``loss_spike``
+        times the median of the last 50 batch losses and the loss the run
+        started at (the median of its first 10 batch losses: a model that
+        does worse on a batch than it did untrained has lost what it
+        learned), or when the median of the last 10 batch losses exceeds
+        ``loss_spike ** 0.5`` times the lowest median of 50 seen (a climb
+        with no single spike: a learning rate creeping too high) and a
+        tenth of the loss the run started at (below that the model has
+        converged, and a few times a median near zero is noise). A
+        converged model's hard batches swing far above its median and
+        come back on their own: a MobileNetV2 at a median of 0.004, started
+        at 2.7, had batches at 0.39, 1.28 and 0.40 in a row, and a spike
+        rule on the median alone recovered from such batches four times,
+        scaling its rate down 1000x; after its rate jumped 300x its batch
+        losses were 42, 110, 73. A divergence that stays below the starting
+        loss is left to the climb. Also, between a recovery and the next
+        snapshot, when the median of the last 10 batch losses exceeds
         ``loss_spike ** 0.25`` times the median of 50 when the snapshot
         restored was taken (a remedy that leaves the loss high is
         escalated). Snapshots between measurements wait for 50 batch
@@ -353,6 +360,7 @@ class _GradientMonitor:
         self._snapshot_best_median = None
         self._snapshot_median = None
         self._awaiting_snapshot = False
+        self._pending_spike = None  # (step, loss) of a spiking batch the next one must confirm
         self._snapshot_seconds: collections.deque = collections.deque(maxlen=8)
         self._healthy_updates: collections.deque = collections.deque(maxlen=window)
         self._clipped_by_monitor = False
@@ -377,6 +385,7 @@ class _GradientMonitor:
         model = self.model
         self._active = True
         self._next_trigger = None
+        self._pending_spike = None
         self._timed_calls = {"plain": False, "measured": False}
         self.mode = self._choose_mode(model, tf, keras)
         if self.mode == "train_step":
@@ -459,13 +468,22 @@ class _GradientMonitor:
                 if len(self._first_losses) == _RISE_LOSSES:
                     self._start_level = float(np.median(self._first_losses))
             reference = self._reference
-            if self.loss_spike is not None and reference > 0 and batch_loss > self.loss_spike * reference \
-                    and self._above_start(batch_loss, _SPIKE_FRACTION):
+            spiking = self.loss_spike is not None and reference > 0 and batch_loss > self.loss_spike * reference \
+                and self._above_start(batch_loss, _SPIKE_FRACTION)
+            pending, self._pending_spike = self._pending_spike, None
+            if spiking and pending is not None:
+                above = "" if self._start_level is None else \
+                    f" and the loss the run started at ({self._start_level:.4g})"
                 self._recover_or_stop(
-                    "loss_spike", [], f"the batch loss was {batch_loss:.4g}, more than {self.loss_spike:g} "
-                    f"times the median of the last {len(self._recent_losses)} batch losses ({reference:.4g})",
-                    batch_loss, batch)
+                    "loss_spike", [], f"the batch losses of steps {pending[0]} and {last_step} were {pending[1]:.4g} "
+                    f"and {batch_loss:.4g}, more than {self.loss_spike:g} times the median of the last "
+                    f"{len(self._recent_losses)} batch losses ({reference:.4g}){above}", batch_loss, batch)
                 return
+            if spiking:
+                self._pending_spike = (last_step, batch_loss)  # judged with the next batch, left out of the median
+                return
+            if pending is not None:
+                self._recent_losses.append(pending[1])  # the loss came back: one hard batch, part of the run
             self._recent_losses.append(batch_loss)
             # Medians every step would cost more than the step of a small model: once
             # the window is full they are refreshed every few steps, and judged then.
@@ -972,6 +990,7 @@ class _GradientMonitor:
         self._reference, self._levels, self._losses_since_stats = math.nan, (None, None), 0
         self._best_median = self._snapshot_best_median
         self._awaiting_snapshot = True
+        self._pending_spike = None
         self._next_trigger = "recovery"
         self._epoch_recoveries += 1
         rules = [finding.rule for finding in findings]
