@@ -473,8 +473,8 @@ class _GradientMonitor:
                 if len(self._first_losses) == _RISE_LOSSES:
                     self._start_level = float(np.median(self._first_losses))
             reference = self._reference
-            spiking = self.loss_spike is not None and reference > 0 and batch_loss > self.loss_spike * reference \
-                and self._above_start(batch_loss, _SPIKE_FRACTION)
+            hard = self.loss_spike is not None and reference > 0 and batch_loss > self.loss_spike * reference
+            spiking = hard and self._above_start(batch_loss, _SPIKE_FRACTION)
             pending, self._pending_spike = self._pending_spike, None
             if spiking and pending is not None:
                 above = "" if self._start_level is None else \
@@ -513,7 +513,8 @@ class _GradientMonitor:
                     f"losses stayed at {level:.3g} times that of the snapshot restored "
                     f"({self._snapshot_median:.4g})", batch_loss, batch)
                 return
-            if self._snapshot_due(last_step) and self._losses_vouch(rise, level):
+            # A hard batch's large update is not vouched for by the losses before it: no snapshot after it.
+            if not hard and self._snapshot_due(last_step) and self._losses_vouch(rise, level):
                 self._take_snapshot(last_step)
                 self._loosen_clipping(last_step)
             return
