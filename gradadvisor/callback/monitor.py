@@ -159,9 +159,10 @@ class _GradientMonitor:
         a median of 0.004, started at 2.7, had batches at 0.39, 1.28 and
         0.40 in a row; the same model, seeded the same and monitored (its
         numerics differ slightly), one at 2.72, 64 times its median of
-        0.043 and just above its starting 2.68, then 0.0044. A spike rule on
-        the median alone recovered from such batches four times, scaling
-        its rate down 1000x; after its rate jumped 300x its batch losses
+        0.043 and just above its starting 2.68, then 0.0044. A rule on one
+        batch above ``loss_spike`` times the median and a tenth of the
+        starting loss recovered from such batches four times, scaling its
+        rate down 1000x; after its rate jumped 300x its batch losses
         were 54, 115, 59 and stayed above 4. A divergence that stays below
         the starting loss is left to the climb. Also, between a recovery and the next
         snapshot, when the median of the last 10 batch losses exceeds
@@ -169,7 +170,8 @@ class _GradientMonitor:
         restored was taken (a remedy that leaves the loss high is
         escalated). Snapshots between measurements wait for 50 batch
         losses, no climb, and that median within ``loss_spike ** 0.25``
-        times the last snapshot's.
+        times the last snapshot's, and none is taken right after a batch
+        whose loss is above ``loss_spike`` times the median.
 
         A recovery restores the snapshot, then changes the optimizer, the
         more so the more the run resists:
