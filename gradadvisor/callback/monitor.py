@@ -34,10 +34,17 @@ _RECENT_LOSSES = 50
 _RISE_LOSSES = 10
 #: The snapshot gap is fitted once this many copies are timed (the first ones run cold).
 _TIMED_COPIES = 4
-#: A batch loss spike or climb counts only once the loss is above this share of the loss the run
-#: started at (the median of its first _RISE_LOSSES batch losses): below it, the model has
-#: converged, and ten times a median near zero is noise, not divergence.
+#: A climb counts only once the loss is above this share of the loss the run started at (the
+#: median of its first _RISE_LOSSES batch losses): below it, the model has converged, and a few
+#: times a median near zero is noise, not divergence.
 _CONVERGED_FRACTION = 0.1
+#: A batch loss spike counts only above this share of the loss the run started at (and only when
+#: the next batch's loss spikes too): a model that does worse on two batches in a row than it did
+#: untrained has lost what it learned. A converged model's hard batches swing far above a median
+#: near zero and the loss comes back on its own (a MobileNetV2 at a median of 0.004 had batches at
+#: 0.39, 1.28 and 0.40 in a row, all below its starting 2.7; at a rate jumping 300x its losses were
+#: 42, 110, 73).
+_SPIKE_FRACTION = 1.0
 #: The loss curve kept for the report holds at most this many points (thinned by two when full).
 _MAX_LOSS_POINTS = 20000
 
@@ -137,21 +144,34 @@ class _GradientMonitor:
         finding at ``min_severity`` or above whose rule names clipping or the
         learning rate as a fix appears (other findings, such as vanishing
         gradients or dead units, are warned about), when a batch's loss is
-        NaN or infinite, when it exceeds ``loss_spike`` times the median
-        of the last 50 batch losses, or when the median of the last 10
-        batch losses exceeds ``loss_spike ** 0.5`` times the lowest median
-        of 50 seen (a climb with no single spike: a learning rate creeping
-        too high) — a spike or a climb only once the loss is above a tenth
-        of the loss the run started at (the median of its first 10 batch
-        losses; below that the model has converged, and ten times a median
-        near zero is noise: a MobileNetV2 trained to a loss of 0.002 had
-        batches at 0.02-0.2 that were recovered from four times, each
-        scaling its rate down) — or, between a recovery and the next snapshot, exceeds
+        NaN or infinite (at once, always), when two batches in a row have
+        a loss above ``loss_spike`` times the median of the last 50 batch
+        losses and above the loss the run started at (the median of its
+        first 10 batch losses: a model that does worse than it did
+        untrained, and not on one batch only, has lost what it learned; the
+        recovery comes at the second batch and undoes both), or when the
+        median of the last 10 batch losses exceeds ``loss_spike ** 0.5``
+        times the lowest median of 50 seen (a climb with no single spike: a
+        learning rate creeping too high) and a tenth of the loss the run
+        started at (below that the model has converged, and a few times a
+        median near zero is noise). A converged model's hard batches swing
+        far above its median and come back on their own: a MobileNetV2 at
+        a median of 0.004, started at 2.7, had batches at 0.39, 1.28 and
+        0.40 in a row; the same model, seeded the same and monitored (its
+        numerics differ slightly), one at 2.72, 64 times its median of
+        0.043 and just above its starting 2.68, then 0.0044. A rule on one
+        batch above ``loss_spike`` times the median and a tenth of the
+        starting loss recovered from such batches four times, scaling its
+        rate down 1000x; after its rate jumped 300x its batch losses
+        were 54, 115, 59 and stayed above 4. A divergence that stays below
+        the starting loss is left to the climb. Also, between a recovery and the next
+        snapshot, when the median of the last 10 batch losses exceeds
         ``loss_spike ** 0.25`` times the median of 50 when the snapshot
         restored was taken (a remedy that leaves the loss high is
         escalated). Snapshots between measurements wait for 50 batch
         losses, no climb, and that median within ``loss_spike ** 0.25``
-        times the last snapshot's.
+        times the last snapshot's, and none is taken right after a batch
+        whose loss is above ``loss_spike`` times the median.
 
         A recovery restores the snapshot, then changes the optimizer, the
         more so the more the run resists:
@@ -347,6 +367,7 @@ class _GradientMonitor:
         self._snapshot_best_median = None
         self._snapshot_median = None
         self._awaiting_snapshot = False
+        self._pending_spike = None  # (step, loss) of a spiking batch the next one must confirm
         self._snapshot_seconds: collections.deque = collections.deque(maxlen=8)
         self._healthy_updates: collections.deque = collections.deque(maxlen=window)
         self._clipped_by_monitor = False
@@ -371,6 +392,7 @@ class _GradientMonitor:
         model = self.model
         self._active = True
         self._next_trigger = None
+        self._pending_spike = None
         self._timed_calls = {"plain": False, "measured": False}
         self.mode = self._choose_mode(model, tf, keras)
         if self.mode == "train_step":
@@ -453,13 +475,22 @@ class _GradientMonitor:
                 if len(self._first_losses) == _RISE_LOSSES:
                     self._start_level = float(np.median(self._first_losses))
             reference = self._reference
-            if self.loss_spike is not None and reference > 0 and batch_loss > self.loss_spike * reference \
-                    and self._above_converged(batch_loss):
+            hard = self.loss_spike is not None and reference > 0 and batch_loss > self.loss_spike * reference
+            spiking = hard and self._above_start(batch_loss, _SPIKE_FRACTION)
+            pending, self._pending_spike = self._pending_spike, None
+            if spiking and pending is not None:
+                above = "" if self._start_level is None else \
+                    f" and the loss the run started at ({self._start_level:.4g})"
                 self._recover_or_stop(
-                    "loss_spike", [], f"the batch loss was {batch_loss:.4g}, more than {self.loss_spike:g} "
-                    f"times the median of the last {len(self._recent_losses)} batch losses ({reference:.4g})",
-                    batch_loss, batch)
+                    "loss_spike", [], f"the batch losses of steps {pending[0]} and {last_step} were {pending[1]:.4g} "
+                    f"and {batch_loss:.4g}, more than {self.loss_spike:g} times the median of the last "
+                    f"{len(self._recent_losses)} batch losses ({reference:.4g}){above}", batch_loss, batch)
                 return
+            if spiking:
+                self._pending_spike = (last_step, batch_loss)  # judged with the next batch, left out of the median
+                return
+            if pending is not None:
+                self._recent_losses.append(pending[1])  # the loss came back: one hard batch, part of the run
             self._recent_losses.append(batch_loss)
             # Medians every step would cost more than the step of a small model: once
             # the window is full they are refreshed every few steps, and judged then.
@@ -470,7 +501,7 @@ class _GradientMonitor:
             self._reference = float(np.median(self._recent_losses))
             rise, level = self._levels = self._loss_levels()
             if self.loss_spike is not None and rise is not None and rise > self.loss_spike ** 0.5 \
-                    and self._above_converged(rise * self._best_median):
+                    and self._above_start(rise * self._best_median, _CONVERGED_FRACTION):
                 self._recover_or_stop(
                     "loss_rise", [], f"the median of the last {_RISE_LOSSES} batch losses rose to {rise:.3g} "
                     f"times the lowest median of {_RECENT_LOSSES} batch losses ({self._best_median:.4g})",
@@ -484,7 +515,8 @@ class _GradientMonitor:
                     f"losses stayed at {level:.3g} times that of the snapshot restored "
                     f"({self._snapshot_median:.4g})", batch_loss, batch)
                 return
-            if self._snapshot_due(last_step) and self._losses_vouch(rise, level):
+            # A hard batch's large update is not vouched for by the losses before it: no snapshot after it.
+            if not hard and self._snapshot_due(last_step) and self._losses_vouch(rise, level):
                 self._take_snapshot(last_step)
                 self._loosen_clipping(last_step)
             return
@@ -789,9 +821,12 @@ class _GradientMonitor:
         level = recent / self._snapshot_median if self._snapshot_median else None
         return rise, level
 
-    def _above_converged(self, loss: float) -> bool:
-        """Whether ``loss`` is above the level where the model counts as converged (see _CONVERGED_FRACTION)."""
-        return self._start_level is None or loss > _CONVERGED_FRACTION * self._start_level
+    def _above_start(self, loss: float, fraction: float) -> bool:
+        """Whether ``loss`` is above ``fraction`` of the loss the run started at (True until that is known).
+
+        See _CONVERGED_FRACTION (a climb) and _SPIKE_FRACTION (a single batch's spike).
+        """
+        return self._start_level is None or loss > fraction * self._start_level
 
     def _losses_vouch(self, rise, level) -> bool:
         """Whether the recent batch losses vouch for the weights: no climb, near the last snapshot's level."""
@@ -963,6 +998,7 @@ class _GradientMonitor:
         self._reference, self._levels, self._losses_since_stats = math.nan, (None, None), 0
         self._best_median = self._snapshot_best_median
         self._awaiting_snapshot = True
+        self._pending_spike = None
         self._next_trigger = "recovery"
         self._epoch_recoveries += 1
         rules = [finding.rule for finding in findings]
