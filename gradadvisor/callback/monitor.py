@@ -155,17 +155,12 @@ class _GradientMonitor:
         learning rate creeping too high) and a tenth of the loss the run
         started at (below that the model has converged, and a few times a
         median near zero is noise). A converged model's hard batches swing
-        far above its median and come back on their own: a MobileNetV2 at
-        a median of 0.004, started at 2.7, had batches at 0.39, 1.28 and
-        0.40 in a row; the same model, seeded the same and monitored (its
-        numerics differ slightly), one at 2.72, 64 times its median of
-        0.043 and just above its starting 2.68, then 0.0044. A rule on one
-        batch above ``loss_spike`` times the median and a tenth of the
-        starting loss recovered from such batches four times, scaling its
-        rate down 1000x; after its rate jumped 300x its batch losses
-        were 54, 115, 59 and stayed above 4. A divergence that stays below
-        the starting loss is left to the climb. Also, between a recovery and the next
-        snapshot, when the median of the last 10 batch losses exceeds
+        far above its median and come back on their own (a MobileNetV2 at a
+        median of 0.004 had batches at 0.39, 1.28 and 0.40 in a row, and
+        one at 2.72, just above its starting 2.68, followed by 0.0044);
+        after a 300x rate jump its batch losses stayed above 4 and
+        reached 115. A divergence that stays below the starting loss is left
+        to the climb. Also, between a recovery and the next snapshot, when the median of the last 10 batch losses exceeds
         ``loss_spike ** 0.25`` times the median of 50 when the snapshot
         restored was taken (a remedy that leaves the loss high is
         escalated). Snapshots between measurements wait for 50 batch
