@@ -303,9 +303,10 @@ def _reapplied_note(current: list) -> str:
     reapplied = sum(bool(r.get("rules_reapplied")) for r in current)
     if not reapplied:
         return ""
-    return (f" For {reapplied} of them the probe was made before the rules last changed and the current "
-            "rules were applied to it again (the probe code is unchanged since, so probing again would "
-            "measure the same statistics); their seconds are the probe's.")
+    return (f" For {reapplied} of them the probe was made at an earlier code version with the same probe "
+            "code (only the rules or code a probe does not run changed since, so probing again would "
+            "measure the same statistics) and the current rules were applied to it again; their seconds "
+            "are the probe's.")
 
 
 # --------------------------------------------------------------------------
