@@ -20,17 +20,22 @@ TensorFlow was imported and the model built, so only training counts.
 
 ``--paired`` instead calls Keras' train function and the probe's compiled
 step in alternating blocks of 10 calls (medians of 15 blocks): less swing on
-a busy machine, but only the compiled steps.  ``--graph-ops`` instead counts the operations (constants left out) of one
+a busy machine, but only the compiled steps.  ``--breakdown`` does the same
+with the probe's step also traced without each group of statistics (layer
+outputs; gradient statistics; weight and update norms; all three), which says
+where the step's extra time goes.  ``--graph-ops`` instead counts the operations (constants left out) of one
 traced step of each, a figure the machine's load cannot move.  ``--memory``
 measures only the peak memory, which needs no quiet machine.
 
 Usage: python scripts/bench_probe.py [--rounds 2] [--short 30] [--long 130]
-       [--models mlp20,cnn,lstm,resnet50,mobilenetv2] [--json out.json] [--paired | --graph-ops | --memory]
+       [--models mlp20,cnn,lstm,resnet50,mobilenetv2] [--batch-size N] [--json out.json]
+       [--paired | --breakdown | --graph-ops | --memory]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -184,6 +189,92 @@ def paired_steps(name, blocks=15, block=10) -> dict:
             "ratio": round(probe_step / fit_step, 3), "load_average": [min(loads), max(loads)]}
 
 
+#: ``--breakdown`` variants: what each leaves out of the probe's step.
+BREAKDOWN = {
+    "probe": (),
+    "no layer outputs": ("outputs",),
+    "no gradient statistics": ("gradients",),
+    "no weight/update norms": ("norms",),
+    "none of the three": ("outputs", "gradients", "norms"),
+}
+
+
+def probe_step_without(name, parts, loss, batch_size):
+    """The probe's compiled step for a fresh ``name``, traced without ``parts`` of its statistics.
+
+    ``parts`` names groups of statistics: ``outputs`` (layer-output statistics;
+    the forward pass is then Keras' own call), ``gradients`` (every per-layer
+    gradient statistic) and ``norms`` (weight and update norms).  The step is
+    traced here, so what is left out is left out of the graph, not skipped.
+    """
+    import tensorflow as tf
+
+    import gradadvisor.probe.step as step_module
+    from gradadvisor.probe.working_copy import make_loss_function
+
+    _, keras = import_keras()
+    work, x, y = build(name, batch_size)
+    probe = step_module.ProbeStep(work, tf, keras, "outputs" not in parts, make_loss_function(loss, keras),
+                                  keras.optimizers.Adam(1e-3))
+    layers = sum(1 for _, _, group in probe.groups if group)
+    saved = step_module.weight_stats_matrix, step_module.apply_and_measure
+    if "gradients" in parts:
+        step_module.weight_stats_matrix = lambda tf, gradients, weights, deltas, reductions, sizes: (
+            tf.zeros([reductions.count, len(step_module.WEIGHT_STATS)]), tf.zeros([]))
+    if "norms" in parts:
+        step_module.apply_and_measure = lambda tf, optimizer, gradients, variables, record, square_sums: saved[1](
+            tf, optimizer, gradients, variables, record, lambda tensors: tf.zeros([layers]))
+    try:
+        step = probe._step_function()
+        step([tf.constant(x[:batch_size])], tf.constant(y[:batch_size]))
+    finally:
+        step_module.weight_stats_matrix, step_module.apply_and_measure = saved
+    return step
+
+
+def breakdown(name, batch_size, blocks=15, block=10) -> dict:
+    """Keras' train function and every :data:`BREAKDOWN` variant of the probe's step, in turns.
+
+    As :func:`paired_steps`, with the variants' blocks rotating after fit's
+    (the order reversed every other round); medians per variant.
+    """
+    import tensorflow as tf
+
+    model, x, y = build(name, batch_size * 4)
+    model.fit(x, y, batch_size=batch_size, verbose=0)
+    batches = iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True).repeat())
+    steps = {label: probe_step_without(name, parts, model.loss, batch_size) for label, parts in BREAKDOWN.items()}
+    inputs, targets = [tf.constant(x[:batch_size])], tf.constant(y[:batch_size])
+
+    def fit_block():
+        started = time.perf_counter()
+        for _ in range(block):
+            logs = model.train_function(batches)
+        float(logs["loss"])
+        return (time.perf_counter() - started) / block
+
+    def probe_block(step):
+        started = time.perf_counter()
+        for _ in range(block):
+            vector, _ = step(inputs, targets)
+            vector.numpy()
+        return (time.perf_counter() - started) / block
+
+    runners = {"fit": fit_block, **{label: functools.partial(probe_block, step) for label, step in steps.items()}}
+    for run in runners.values():
+        run()
+    times, loads = {label: [] for label in runners}, []
+    for number in range(blocks):
+        loads.append(load_average())
+        for label in (list(runners) if number % 2 == 0 else list(runners)[::-1]):
+            times[label].append(runners[label]())
+    medians = {label: statistics.median(values) for label, values in times.items()}
+    return {"model": name, "batch_size": batch_size,
+            "step_ms": {label: round(value * 1e3, 2) for label, value in medians.items()},
+            "ratio": {label: round(value / medians["fit"], 3) for label, value in medians.items()},
+            "load_average": [min(loads), max(loads)]}
+
+
 def load_average() -> float:
     with open("/proc/loadavg") as handle:
         return float(handle.read().split()[0])
@@ -199,6 +290,7 @@ def child_memory(name, method, steps) -> float:
 import sys
 sys.path.insert(0, 'scripts')
 import bench_probe as b
+b.MODELS[{name!r}] = {MODELS[name]}
 b.build({name!r}, 64)
 def status(key):
     with open('/proc/self/status') as handle:
@@ -256,9 +348,27 @@ def main():
                         help="only compare the compiled steps, in alternating blocks of 10 calls")
     parser.add_argument("--memory", action="store_true",
                         help="only measure peak memory, at --short steps")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="as --paired, with the probe's step also traced without each group of statistics")
+    parser.add_argument("--batch-size", type=int,
+                        help="one batch size for every model (default: each model's own, see MODELS)")
     args = parser.parse_args()
+    if args.batch_size:
+        MODELS.update({name: args.batch_size for name in MODELS})
     import_keras()
     rows = []
+    if args.breakdown:
+        print("| model | batch | fit ms/step | " + " | ".join(f"{label} (x fit)" for label in BREAKDOWN)
+              + " | load avg |")
+        print("|---|---|---|" + "---|" * len(BREAKDOWN) + "---|")
+        for name in args.models.split(","):
+            row = breakdown(name, MODELS[name])
+            rows.append(row)
+            print(f"| {name} | {row['batch_size']} | {row['step_ms']['fit']} | "
+                  + " | ".join(f"{row['step_ms'][label]} ({row['ratio'][label]})" for label in BREAKDOWN)
+                  + f" | {row['load_average'][0]:.2f}-{row['load_average'][1]:.2f} |", flush=True)
+            write_json(args.json, rows)
+        return
     if args.paired:
         print("| model | fit ms/step | probe ms/step | ratio | load avg |")
         print("|---|---|---|---|---|")
