@@ -162,6 +162,18 @@ def depth_decay_factor(probe: ProbeResult, layer=None):
     return None if slope is None else 10.0 ** slope
 
 
+@signal("depth_trend_total", "model", "ratio")
+def depth_trend_total(probe: ProbeResult, layer=None):
+    """The ratio of the first layer's RMS gradient to the output layer's that
+    the depth trend alone predicts: ``depth_decay_factor`` to the power of the
+    number of layers with kernels between them. A per-layer factor says little on
+    its own in a deep network: 0.79 per layer is a gentle slope over 5 layers
+    (0.3x) and a billionfold loss over 82 (4e-9x). None with fewer than three
+    such layers."""
+    factor = depth_decay_factor(probe)
+    return None if factor is None else factor ** (len(flow_layers(probe)) - 1)
+
+
 @signal("num_flow_layers", "model", "count")
 def num_flow_layers(probe: ProbeResult, layer=None):
     """Number of layers with kernels (normalization layers not counted)."""
@@ -310,26 +322,6 @@ def depth_from_output(probe: ProbeResult, layer):
     """How many layers with kernels separate this layer from the output layer (0
     for the output layer itself)."""
     return _depths(probe).get(layer.name)
-
-
-@signal("depth_trend_ratio", "layer", "ratio")
-def depth_trend_ratio(probe: ProbeResult, layer):
-    """The ratio to the output layer's RMS gradient that the depth trend alone
-    predicts at this layer: ``depth_decay_factor`` to the power
-    ``depth_from_output``. A per-layer factor says little on its own in a deep
-    network: 0.79 per layer is a gentle slope over 5 layers (0.3x) and a
-    billionfold loss over 80 (4e-9x). None where either is undefined."""
-    depth = depth_from_output(probe, layer)
-    if depth is None or layer.class_name in _NORMALIZATION or layer.num_params == 0:
-        return None
-    # Kept on the probe, as long as it has not grown: every layer of a rule
-    # asks, and the fit is the same.
-    cached = probe.__dict__.get("_depth_decay_factor")
-    if cached is None or cached[0] != probe.steps_run:
-        cached = (probe.steps_run, depth_decay_factor(probe))
-        probe.__dict__["_depth_decay_factor"] = cached
-    factor = cached[1]
-    return None if factor is None else factor ** depth
 
 
 @signal("is_output", "layer", "flag (0 or 1)")
