@@ -277,3 +277,20 @@ def test_largest_update_ratio_is_the_largest_finite_step():
     assert _signal("update_ratio_max", probe, layers[0]) == pytest.approx(0.9)
     finite = [0.9, 0.02, 0.001, 0.0005, 0.0004]
     assert _signal("update_ratio", probe, layers[0]) == pytest.approx(float(np.median(finite)))
+
+
+@pytest.mark.parametrize("depth,fires", [(5, False), (40, True)])
+def test_a_gentle_decay_is_vanishing_in_a_deep_network_not_in_a_shallow_one(depth, fires):
+    # 0.79 per layer (EfficientNetB0 with sigmoid units and no normalization): above the
+    # 0.7 a shallow network needs, and still a loss of 1e-4 over 40 layers.
+    from gradadvisor.analysis.engine import evaluate, load_rules
+
+    rms = {f"dense_{i}": 0.79 ** (depth - i) for i in range(depth + 1)}
+    probe = _probe(rms)
+    assert REGISTRY["depth_trend_total"].function(probe, None) == pytest.approx(0.79 ** depth, rel=1e-3)
+    assert REGISTRY["depth_decay_factor"].function(probe, None) > 0.7
+    findings = evaluate(probe, {"GA101": load_rules()["GA101"]})
+    assert bool(findings) is fires
+    if fires:
+        # Located where the gradient itself first falls under 1e-3 of the output's.
+        assert findings[0].first_layer == f"dense_{depth - 30}"

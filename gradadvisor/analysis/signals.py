@@ -162,6 +162,18 @@ def depth_decay_factor(probe: ProbeResult, layer=None):
     return None if slope is None else 10.0 ** slope
 
 
+@signal("depth_trend_total", "model", "ratio")
+def depth_trend_total(probe: ProbeResult, layer=None):
+    """The ratio of the first layer's RMS gradient to the output layer's that
+    the depth trend alone predicts: ``depth_decay_factor`` to the power of the
+    number of layers with kernels between them. A per-layer factor says little on
+    its own in a deep network: 0.79 per layer is a gentle slope over 5 layers
+    (0.3x) and a billionfold loss over 82 (4e-9x). None with fewer than three
+    such layers."""
+    factor = depth_decay_factor(probe)
+    return None if factor is None else factor ** (len(flow_layers(probe)) - 1)
+
+
 @signal("num_flow_layers", "model", "count")
 def num_flow_layers(probe: ProbeResult, layer=None):
     """Number of layers with kernels (normalization layers not counted)."""
