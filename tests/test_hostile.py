@@ -525,7 +525,7 @@ def _builtin_rule_changed(tree, old, new):
 def _(tree):
     folder = _builtin_rule_changed(tree, "signal: grad_rms_ratio_to_output, op", "signal: [x, y], op")
     return ["rules", "list", "--rules", folder], (
-        f"{folder}/GA101.yaml:25: rule GA101: the signal must be one name; got a list. Run 'gradadvisor rules "
+        f"{folder}/GA101.yaml:28: rule GA101: the signal must be one name; got a list. Run 'gradadvisor rules "
         "signals' for the names.")
 
 
@@ -533,14 +533,14 @@ def _(tree):
 def _(tree):
     folder = _builtin_rule_changed(tree, 'op: "<", value: 1.0e-3', "op: {a: 1}, value: 1.0e-3")
     return ["rules", "list", "--rules", folder], (
-        f"{folder}/GA101.yaml:25: rule GA101: the operator must be one of <, <=, >, >=, ==, !=; got a dict.")
+        f"{folder}/GA101.yaml:28: rule GA101: the operator must be one of <, <=, >, >=, ==, !=; got a dict.")
 
 
 @case("rules-example-value-a-word")
 def _(tree):
     folder = _builtin_rule_changed(tree, "grad_rms_ratio_to_output: 1.0e-8,", "grad_rms_ratio_to_output: lots,")
     return ["rules", "list", "--rules", folder], (
-        f"{folder}/GA101.yaml:38: rule GA101: example value for 'grad_rms_ratio_to_output' must be a number or "
+        f"{folder}/GA101.yaml:43: rule GA101: example value for 'grad_rms_ratio_to_output' must be a number or "
         "null; got 'lots'.")
 
 
