@@ -139,6 +139,24 @@ def graph_operations(name) -> tuple:
     return count(fit_graph), count(probe_graph)
 
 
+def fit_block_seconds(model, batches, block) -> float:
+    """Seconds per call of Keras' train function over ``block`` calls, the last result read."""
+    started = time.perf_counter()
+    for _ in range(block):
+        logs = model.train_function(batches)
+    float(logs["loss"])
+    return (time.perf_counter() - started) / block
+
+
+def step_block_seconds(step, inputs, targets, block) -> float:
+    """Seconds per call of a probe step over ``block`` calls, each result read."""
+    started = time.perf_counter()
+    for _ in range(block):
+        vector, _ = step(inputs, targets)
+        vector.numpy()
+    return (time.perf_counter() - started) / block
+
+
 def paired_steps(name, blocks=15, block=10) -> dict:
     """Keras' train function and the probe's compiled step, called in turns on one batch.
 
@@ -164,20 +182,8 @@ def paired_steps(name, blocks=15, block=10) -> dict:
     step = probe._step_function()
     inputs, targets = [tf.constant(x[:batch_size])], tf.constant(y[:batch_size])
 
-    def fit_block():
-        started = time.perf_counter()
-        for _ in range(block):
-            logs = model.train_function(batches)
-        float(logs["loss"])
-        return (time.perf_counter() - started) / block
-
-    def probe_block():
-        started = time.perf_counter()
-        for _ in range(block):
-            vector, _ = step(inputs, targets)
-            vector.numpy()
-        return (time.perf_counter() - started) / block
-
+    fit_block = functools.partial(fit_block_seconds, model, batches, block)
+    probe_block = functools.partial(step_block_seconds, step, inputs, targets, block)
     fit_block(), probe_block()
     fit_times, probe_times, loads = [], [], []
     for _ in range(blocks):
@@ -246,21 +252,9 @@ def breakdown(name, batch_size, blocks=15, block=10) -> dict:
     steps = {label: probe_step_without(name, parts, model.loss, batch_size) for label, parts in BREAKDOWN.items()}
     inputs, targets = [tf.constant(x[:batch_size])], tf.constant(y[:batch_size])
 
-    def fit_block():
-        started = time.perf_counter()
-        for _ in range(block):
-            logs = model.train_function(batches)
-        float(logs["loss"])
-        return (time.perf_counter() - started) / block
-
-    def probe_block(step):
-        started = time.perf_counter()
-        for _ in range(block):
-            vector, _ = step(inputs, targets)
-            vector.numpy()
-        return (time.perf_counter() - started) / block
-
-    runners = {"fit": fit_block, **{label: functools.partial(probe_block, step) for label, step in steps.items()}}
+    runners = {"fit": functools.partial(fit_block_seconds, model, batches, block),
+               **{label: functools.partial(step_block_seconds, step, inputs, targets, block)
+                  for label, step in steps.items()}}
     for run in runners.values():
         run()
     times, loads = {label: [] for label in runners}, []
