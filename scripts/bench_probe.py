@@ -23,9 +23,10 @@ step in alternating blocks of 10 calls (medians of 15 blocks): less swing on
 a busy machine, but only the compiled steps.  ``--breakdown`` does the same
 with the probe's step also traced without each group of statistics (layer
 outputs; gradient statistics; weight and update norms; all three), which says
-where the step's extra time goes.  ``--graph-ops`` instead counts the operations (constants left out) of one
-traced step of each, a figure the machine's load cannot move.  ``--memory``
-measures only the peak memory, which needs no quiet machine.
+where the step's extra time goes.  ``--graph-ops`` instead counts the
+operations (constants left out) of one traced step of each, a figure the
+machine's load cannot move.  ``--memory`` measures only the peak memory,
+which needs no quiet machine.
 
 Usage: python scripts/bench_probe.py [--rounds 2] [--short 30] [--long 130]
        [--models mlp20,cnn,lstm,resnet50,mobilenetv2] [--batch-size N] [--json out.json]

@@ -252,6 +252,9 @@ def recalibrate_batch_norm(work, x, keras) -> int:
     training samples (what "precise BN" does before evaluating) judges the weights the run
     reached. Models without batch normalization are untouched. Returns how many layers were
     recalibrated.
+
+    ``gradadvisor.search.data.recalibrate_batch_norm`` does the same for the search's trials;
+    it is not called here because the labels must not depend on the code they grade.
     """
     norms = [layer for layer in _all_layers(work) if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms:
