@@ -107,7 +107,7 @@ def test_diagnose_synthetic_data_when_none_given(tmp_path, capsys):
      "Invalid value for '--steps': 0 is not in the range 1<=x<=100000."),
     (["diagnose", "--example", "deep-sigmoid", "--select", "GA999"],
      "--select names the unknown rule id 'GA999'. Known ids: GA101, GA102, GA201, GA202, GA203, "
-     "GA301, GA401, GA402, GA403, GA501, GA502, GA601, GA602, GA701, GA702, GA703, GA704, GA705, GA706, GA707."),
+     "GA301, GA401, GA402, GA403, GA404, GA501, GA502, GA601, GA602, GA701, GA702, GA703, GA704, GA705, GA706, GA707."),
     (["diagnose", "--example", "deep-sigmoid", "--report", "no/such/folder/r.html"],
      "Cannot write 'no/such/folder/r.html': the folder 'no/such/folder' does not exist. Create it first."),
     (["rules", "explain", "GA000"], "There is no rule 'GA000'. Run 'gradadvisor rules list' for the ids."),

@@ -318,7 +318,7 @@ def test_missing_rule_folder(saved, tmp_path, capsys):
 def test_unknown_rule_id(saved, capsys, option):
     err = _expect_error(["diagnose", str(saved / "model.keras"), option, "GA101,XX123"], capsys,
                         f"{option} names the unknown rule id 'XX123'. Known ids: GA101, GA102, GA201, GA202, "
-                        "GA203, GA301, GA401, GA402, GA403, GA501, GA502, GA601, GA602, GA701, GA702, GA703, GA704, GA705, GA706, GA707.", saved)
+                        "GA203, GA301, GA401, GA402, GA403, GA404, GA501, GA502, GA601, GA602, GA701, GA702, GA703, GA704, GA705, GA706, GA707.", saved)
 
 
 def test_report_from_bad_json(tmp_path, capsys):

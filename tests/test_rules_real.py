@@ -315,6 +315,42 @@ def test_relu_units_dying_under_large_steps_are_found_before_most_are_dead(keras
     assert diagnose(model, x, y, steps=30, batch_size=32).status == "healthy"
 
 
+def _plain_relu_stack(keras, rate):
+    """Six ReLU convolutions and a ReLU Dense layer without normalization (a small VGG) on
+    8x8 digit images, trained with Adam at ``rate``."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.data[:512] / 16.0).astype("float32").reshape(-1, 8, 8, 1)
+    y = digits.target[:512].astype("int32")
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1))]
+        + [layers.Conv2D(16, 3, padding="same", activation="relu", name=f"conv_{i}") for i in range(6)]
+        + [layers.Flatten(), layers.Dense(64, activation="relu", name="fc"),
+           layers.Dense(10, activation="softmax", name="out")])
+    model.compile(keras.optimizers.Adam(rate), "sparse_categorical_crossentropy")
+    return model, x, y
+
+
+def test_units_killed_by_a_blowup_are_dead_units_not_divergence(keras_module):
+    # Adam at 0.05: the second step's gradient is thousands of times the first
+    # and its loss over a hundred times the start; then the units are dead and
+    # the loss sits at the untrained model's. Diverging, it is not.
+    model, x, y = _plain_relu_stack(keras_module, 0.05)
+    diagnosis = diagnose(model, x, y, steps=30, batch_size=32)
+    found = {f.rule: f for f in diagnosis.findings}
+    assert "GA404" in found and "GA203" not in found and "GA401" not in found
+    assert diagnosis.primary_category == "dead_units"
+    assert found["GA404"].evidence["global_grad_norm_growth"] > 100
+    assert 0.9 <= found["GA404"].evidence["loss_end_to_untrained"] <= 2
+    assert found["GA404"].fixes[0] == "learning_rate"
+    # At Adam's default rate the same network learns and nothing is found.
+    model, x, y = _plain_relu_stack(keras_module, 1e-3)
+    assert diagnose(model, x, y, steps=30, batch_size=32).status == "healthy"
+
+
 def _xor_program(keras, fixed):
     """Stack Overflow 31556268 re-typed: a 2-4-1 sigmoid network on XOR, MAE at SGD 0.05 (fix: Adam, MSE)."""
     keras.utils.set_random_seed(0)

@@ -242,6 +242,30 @@ def test_persistent_dead_fraction_is_the_smallest_late_share():
     assert _signal("dead_fraction_persistent", probe, layers[1]) is None
 
 
+def test_the_most_damaged_layer_and_the_loss_against_the_untrained_model():
+    layers = [LayerInfo(name="a", class_name="Conv2D", index=0, activation="relu", num_params=10),
+              LayerInfo(name="b", class_name="Conv2D", index=1, activation="relu", num_params=10),
+              LayerInfo(name="out", class_name="Dense", index=2, num_params=10, is_output=True)]
+    dead = {"a": {"dead_fraction": [0.0, 0.2, 0.3, 0.3, 0.4, 0.3]},
+            "b": {"dead_fraction": [0.0, 0.9, 0.95, 0.99, 0.8, 0.97]}}
+    # Recorded in VGG16's probe (Adam 1e-3): the second step blows up, then the
+    # loss sits at the untrained model's. Its median of the first three steps
+    # hides a blow-up that lasts two steps; the first step alone does not.
+    losses = [2.3, 13181.8, 43.8, 2.37, 2.39, 2.42]
+    probe = _series_probe(losses, [1.0] * 6, layers, dead)
+    assert _signal("dead_fraction_persistent_max", probe) == pytest.approx(min(0.8, 0.97))
+    assert _signal("loss_end_to_untrained", probe) == pytest.approx(2.39 / 2.3)
+    assert _signal("loss_ratio", probe) == pytest.approx(2.39 / 43.8)
+    assert _signal("loss_end_to_untrained", _series_probe([2.3, math.inf], [1.0, 1.0])) == math.inf
+    # The built-in large-init-relu example: the gradients turn NaN at the third
+    # step while the loss there is finite; a run that broke did not end anywhere.
+    broken = _series_probe([71048.2, 2.6e15, 2.3], [1.8e5, 4.9e14, math.nan])
+    broken.nonfinite = {"step": 2, "layers": ["dense_6"]}
+    assert _signal("loss_end_to_untrained", broken) == math.inf
+    without_relu = _series_probe(losses, [1.0] * 6, layers[2:], {})
+    assert _signal("dead_fraction_persistent_max", without_relu) is None
+
+
 def test_targets_are_described_by_percentiles_and_row_sums():
     from gradadvisor.probe import describe_targets
 

@@ -156,10 +156,18 @@ def depth_decay_factor(probe: ProbeResult, layer=None):
     toward the input: a robust (Huber) fit of log10 RMS gradient against the
     distance from the output layer, over layers with kernels (median over the
     finite steps). Below 1 gradients shrink toward the input (vanishing); above 1
-    they grow (exploding). None with fewer than three such layers."""
+    they grow (exploding). None with fewer than three such layers.
+
+    Kept on the probe: ``depth_trend_total`` reads it too, and the fit is the
+    same."""
+    cached = probe.__dict__.get("_depth_decay_factor")
+    if cached is not None and cached[0] == probe.steps_run:
+        return cached[1]
     xs, ys, _ = depth_profile(probe)
     slope = _robust_slope(xs, ys)
-    return None if slope is None else 10.0 ** slope
+    value = None if slope is None else 10.0 ** slope
+    probe.__dict__["_depth_decay_factor"] = (probe.steps_run, value)
+    return value
 
 
 @signal("depth_trend_total", "model", "ratio")
@@ -278,6 +286,24 @@ def loss_ratio(probe: ProbeResult, layer=None):
     return tail / head
 
 
+@signal("loss_end_to_untrained", "model", "ratio")
+def loss_end_to_untrained(probe: ProbeResult, layer=None):
+    """Last loss (median of the last three steps) over the loss of the first
+    step, measured before any update: about 1 when the model ends where the
+    untrained one started. Unlike ``loss_ratio`` its start is one step, so a
+    blow-up in the second and third steps cannot inflate it. Infinite when the
+    loss or any gradient turned non-finite (the probe stopped there: the run
+    did not end anywhere); None with fewer than two steps or a first loss of 0."""
+    losses = np.asarray(probe.loss, dtype="float64")
+    if losses.size < 2:
+        return None
+    if probe.nonfinite or not np.all(np.isfinite(losses)):
+        return math.inf
+    if losses[0] <= 0:
+        return None
+    return float(np.median(losses[-3:]) / losses[0])
+
+
 @signal("loss_nonfinite", "model", "flag (0 or 1)")
 def loss_nonfinite(probe: ProbeResult, layer=None):
     """1 when the loss or any gradient became NaN or infinite during the probe."""
@@ -386,6 +412,16 @@ def dead_fraction_rise(probe: ProbeResult, layer):
     if values.size < 2 or late is None:
         return None
     return max(0.0, late - float(values[0]))
+
+
+@signal("dead_fraction_persistent_max", "model", "fraction")
+def dead_fraction_persistent_max(probe: ProbeResult, layer=None):
+    """The largest ``dead_fraction_persistent`` of any layer: the share of the
+    most damaged ReLU layer's units that output zero for the whole batch in
+    every one of the last third of the steps. None without ReLU layers."""
+    late_min = _stat_signal("dead_fraction", "late_min")
+    values = [v for v in (late_min(probe, info) for info in probe.layers) if v is not None]
+    return max(values) if values else None
 
 
 @signal("update_ratio_max", "layer", "ratio")
