@@ -644,17 +644,11 @@ def ensure_false_alarms(entries: list, args) -> dict:
 
     _, keras = import_keras()
     path = Path(args.out) / "cache" / "false_alarms.json"
-    probes = Path(getattr(args, "probe_dir", None) or Path(args.out) / "cache" / "false_alarm_probes")
+    probes = rejudge_false_alarms(args)
     cache = read_json(path, {})
     runs = cache.setdefault("runs", {})
     fingerprint = code_fingerprint()
     probe_code = probe_fingerprint()
-    reapplied = reapply_rules(runs, probes, fingerprint, probe_code)
-    if reapplied:
-        on_disk = read_json(path, {})
-        write_json(path, {**on_disk, "runs": {**on_disk.get("runs", {}), **reapplied}})
-        log(f"false alarms: the current rules applied again to {len(reapplied)} saved probes "
-            "made at the current probe code")
     plan = sweep_plan(entries, runs)
     shard, shards = getattr(args, "shard", None) or (0, 1)
     plan = [item for position, item in enumerate(plan) if position % shards == shard]
@@ -703,6 +697,20 @@ def ensure_false_alarms(entries: list, args) -> dict:
             f"{', '.join(a['rule'] for a in alarms) or 'no alarm'} ({time.perf_counter() - started:.0f} s)")
     return {key: run for key, run in runs.items() if run.get("fingerprint") == fingerprint
             and run["entry"] in {e.name for e in entries}}
+
+
+def rejudge_false_alarms(args) -> Path:
+    """Apply the current rules again to every cached false-alarm run whose saved probe was made
+    at the current probe code (milliseconds a run, nothing is trained); return the probe folder."""
+    path = Path(args.out) / "cache" / "false_alarms.json"
+    probes = Path(getattr(args, "probe_dir", None) or Path(args.out) / "cache" / "false_alarm_probes")
+    reapplied = reapply_rules(read_json(path, {}).get("runs", {}), probes, code_fingerprint(), probe_fingerprint())
+    if reapplied:
+        on_disk = read_json(path, {})
+        write_json(path, {**on_disk, "runs": {**on_disk.get("runs", {}), **reapplied}})
+        log(f"false alarms: the current rules applied again to {len(reapplied)} saved probes "
+            "made at the current probe code")
+    return probes
 
 
 def sweep_plan(entries: list, runs: dict) -> list:
@@ -1133,7 +1141,7 @@ def main(argv=None) -> int:
                         help="run only the false-alarm sweep, then render from the caches")
     parser.add_argument("--false-alarms-report", action="store_true",
                         help="write benchmarks/false_alarms.md (every cached false-alarm run, at any code "
-                             "version) and stop")
+                             "version, the current rules applied again to the saved probes) and stop")
     parser.add_argument("--report-only", action="store_true",
                         help="render results from the caches without training anything")
     parser.add_argument("--shard", type=_shard,
@@ -1172,6 +1180,8 @@ def main(argv=None) -> int:
         if args.false_alarms_only:
             import_keras()
             ensure_false_alarms(healthy, args)
+        else:
+            rejudge_false_alarms(args)
         out = Path(args.out)
         write_atomic(out / "false_alarms.md", render_false_alarm_runs(
             read_json(out / "cache" / "false_alarms.json", {}).get("runs", {}), [e.name for e in healthy],
@@ -1211,6 +1221,7 @@ def main(argv=None) -> int:
 
             runs = ensure_false_alarms(third_party.cheapest_first(healthy_third_party), args)
         else:
+            rejudge_false_alarms(args)
             fingerprint = code_fingerprint()
             runs = {k: r for k, r in read_json(Path(args.out) / "cache" / "false_alarms.json", {}).get("runs", {}).items()
                     if r.get("fingerprint") == fingerprint

@@ -400,6 +400,16 @@ def test_false_alarm_shards_share_one_cache_without_losing_runs(tmp_path, monkey
     # Probed: the two runs never made (batch 16) and tiny-b at 32, whose probe code changed; not tiny-a at 32.
     assert sorted(probed) == [16, 16, 32] and not runs["tiny-b|32|0"].get("rules_reapplied")
 
+    # The report paths apply the current rules again to kept probes too, without probing anything.
+    on_disk = json.loads((tmp_path / "cache" / "false_alarms.json").read_text())["runs"]
+    on_disk["tiny-a|32|0"].update(fingerprint="earlier-rules", alarms=[{"rule": "GA999"}], rules_reapplied=False)
+    benchmark.write_json(tmp_path / "cache" / "false_alarms.json", {"runs": on_disk})
+    probed.clear()
+    benchmark.rejudge_false_alarms(argparse.Namespace(out=str(tmp_path)))
+    rejudged = json.loads((tmp_path / "cache" / "false_alarms.json").read_text())["runs"]["tiny-a|32|0"]
+    assert rejudged["fingerprint"] == benchmark.code_fingerprint() and rejudged["rules_reapplied"]
+    assert [a["rule"] for a in rejudged["alarms"]] == again and probed == []
+
 
 def test_false_alarm_report_keeps_runs_of_earlier_code_apart():
     def run(entry, batch, seed, fingerprint, alarms=()):
