@@ -284,13 +284,17 @@ def test_rewrite_output_sets_from_logits_units_and_refuses_what_it_cannot_change
                             "from_logits": False}]) is None
 
 
-def _relu_convolutions(keras, rate):
-    """Two small ReLU convolutions on 8x8 digit images, trained with SGD at ``rate``."""
+def _digit_images():
+    """The first 512 of scikit-learn's 8x8 digit images, scaled to [0, 1], and their labels."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    x = (digits.data[:512] / 16.0).astype("float32").reshape(-1, 8, 8, 1)
-    y = digits.target[:512].astype("int32")
+    return (digits.data[:512] / 16.0).astype("float32").reshape(-1, 8, 8, 1), digits.target[:512].astype("int32")
+
+
+def _relu_convolutions(keras, rate):
+    """Two small ReLU convolutions on 8x8 digit images, trained with SGD at ``rate``."""
+    x, y = _digit_images()
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [keras.Input((8, 8, 1))]
@@ -318,11 +322,7 @@ def test_relu_units_dying_under_large_steps_are_found_before_most_are_dead(keras
 def _plain_relu_stack(keras, rate):
     """Six ReLU convolutions and a ReLU Dense layer without normalization (a small VGG) on
     8x8 digit images, trained with Adam at ``rate``."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = (digits.data[:512] / 16.0).astype("float32").reshape(-1, 8, 8, 1)
-    y = digits.target[:512].astype("int32")
+    x, y = _digit_images()
     keras.utils.set_random_seed(0)
     layers = keras.layers
     model = keras.Sequential(
