@@ -7,7 +7,7 @@ another name) and calls Keras' train function, the other checkout's probe step
 and this one's in rotating blocks of 10 calls (the order reversed every other
 round), so the three medians see the same load.
 
-Usage: python scripts/bench_probe_ab.py OTHER_CHECKOUT [--models mobilenetv2] [--blocks 15]
+Usage: python scripts/bench_probe_ab.py OTHER_CHECKOUT [--models mobilenetv2] [--blocks 15] [--batch-size N]
 """
 
 from __future__ import annotations
@@ -30,7 +30,11 @@ def main():
     parser.add_argument("other", help="a checkout of gradadvisor whose probe step to compare with")
     parser.add_argument("--models", default="mobilenetv2")
     parser.add_argument("--blocks", type=int, default=15)
+    parser.add_argument("--batch-size", type=int,
+                        help="one batch size for every model (default: each model's own, see bench_probe.MODELS)")
     args = parser.parse_args()
+    if args.batch_size:
+        bench_probe.MODELS.update({name: args.batch_size for name in bench_probe.MODELS})
     source = os.path.join(args.other, "gradadvisor")
     if not os.path.isdir(source):
         raise SystemExit(f"'{args.other}' has no gradadvisor package. Pass the root of a gradadvisor checkout.")
@@ -46,9 +50,9 @@ def main():
     from gradadvisor.probe.working_copy import make_loss_function
 
     _, keras = import_keras()
-    print("| model | fit ms/step | other probe ms/step | this probe ms/step | other / fit | this / fit | "
+    print("| model | batch | fit ms/step | other probe ms/step | this probe ms/step | other / fit | this / fit | "
           "this / other | load avg |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         batch_size = bench_probe.MODELS[name]
         model, x, y = bench_probe.build(name, batch_size * 4)
@@ -86,7 +90,7 @@ def main():
             for key in (order if round_number % 2 == 0 else order[::-1]):
                 times[key].append(blocks[key]())
         fit, other, this = (statistics.median(times[key]) for key in order)
-        print(f"| {name} | {fit * 1e3:.2f} | {other * 1e3:.2f} | {this * 1e3:.2f} | {other / fit:.3f} | "
+        print(f"| {name} | {batch_size} | {fit * 1e3:.2f} | {other * 1e3:.2f} | {this * 1e3:.2f} | {other / fit:.3f} | "
               f"{this / fit:.3f} | {this / other:.3f} | {min(loads):.2f}-{max(loads):.2f} |", flush=True)
 
 
