@@ -32,7 +32,8 @@ see :func:`real_bug_entries`).
    before any at the next (:func:`sweep_plan`); ``--false-alarms-report`` writes
    ``benchmarks/false_alarms.md`` with every cached run and its code version.
 
-Writes ``benchmarks/results.md`` and ``benchmarks/results.json``.
+Writes ``benchmarks/results.md`` and ``benchmarks/results.json``; the JSON is not committed (it repeats
+the caches' rows), ``--report-only`` writes it again from the committed caches in under a second.
 
 Usage:
     python scripts/benchmark.py                          # everything but the false-alarm sweep
